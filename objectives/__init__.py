@@ -1,0 +1,1 @@
+"""What a trial measures: the workload, the trial child process and its metrics."""

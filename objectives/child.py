@@ -1,0 +1,108 @@
+"""The trial child: `python -m objectives.child SPEC.json RESULT.json`.
+
+Runs in a fresh (spawned) interpreter so a crash, a hang or leaked VRAM cannot hurt the study.
+Writes a JSON result; a native crash writes nothing, and the parent reads the exit code instead.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from objectives.llama_log import LogCapture
+from objectives.llama_params import to_llama_kwargs
+from objectives.measure import measure, phase
+from objectives.metrics import TrialMetrics
+
+OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (exact on Linux/macOS/Windows)."""
+    import psutil
+
+    info = psutil.Process().memory_info()
+    peak = getattr(info, "peak_wset", None)  # Windows
+    if peak is None:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = ru if sys.platform == "darwin" else ru * 1024
+    return float(peak) / 2**20
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    phase("import")
+    import llama_cpp
+
+    log = LogCapture()
+    log.install()
+    info: dict[str, Any] = {
+        "llama_cpp_version": llama_cpp.__version__,
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+    }
+    if spec.get("probe_only"):
+        return {"ok": True, **info}
+    phase("load")
+    t0 = time.perf_counter()
+    try:
+        llm = llama_cpp.Llama(
+            model_path=spec["model_path"], **to_llama_kwargs(spec["params"]), verbose=False
+        )
+    except Exception as exc:
+        text = f"{exc}\n{log.text()[-4000:]}"
+        kind = "oom" if any(m in text.lower() for m in OOM_MARKERS) else "load_failed"
+        return {
+            "ok": False,
+            "kind": kind,
+            "error": str(exc) or type(exc).__name__,
+            "log": text,
+            **info,
+        }
+    load_s = time.perf_counter() - t0
+    try:
+        samples, n_prompt, n_gen = measure(llm, spec)
+    except Exception as exc:
+        text = f"{exc}\n{log.text()[-4000:]}"
+        kind = "oom" if any(m in text.lower() for m in OOM_MARKERS) else "exception"
+        return {
+            "ok": False,
+            "kind": kind,
+            "error": f"{type(exc).__name__}: {exc}",
+            "log": text + "\n" + traceback.format_exc(),
+            **info,
+        }
+    metrics = TrialMetrics.from_samples(
+        samples,
+        load_s=load_s,
+        peak_rss_mb=peak_rss_mb(),
+        n_prompt_tokens=n_prompt,
+        n_generated=n_gen,
+    )
+    phase("done")
+    return {"ok": True, "metrics": metrics.to_dict(), "llama_log": log.text(), **info}
+
+
+def main(argv: list[str]) -> int:
+    faulthandler.enable()  # a native crash still prints where Python was
+    spec_path, result_path = Path(argv[0]), Path(argv[1])
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    result = run(spec)
+    _write(result_path, result)
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,74 @@
+"""Measure one settings candidate inside the trial child: load, warm up, repeated chat answers."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from objectives.metrics import Sample
+
+
+def phase(name: str) -> None:
+    """Mark progress on stderr so the parent can tell where a native crash happened."""
+    print(f"dm-tune-phase: {name}", file=sys.stderr, flush=True)
+
+
+def _answer(llm: Any, tokens: list[int], n: int, temperature: float, top_p: float) -> list[float]:
+    """Generate exactly n tokens (EOS does not stop it); return the time of each token."""
+    times: list[float] = []
+    if n <= 0:
+        return times
+    for _tok in llm.generate(tokens, temp=temperature, top_p=top_p, reset=True):
+        times.append(time.perf_counter())
+        if len(times) >= n:
+            break
+    return times
+
+
+def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
+    """Run the workload on a loaded model; returns samples, prompt token count, generated count."""
+    w = spec["workload"]
+    prompt = llm.tokenize(w["prompt"].encode("utf-8"), add_bos=True, special=True)
+    next_text = w.get("next_prompt")
+    next_prompt = (
+        llm.tokenize(next_text.encode("utf-8"), add_bos=True, special=True) if next_text else None
+    )
+    n_ctx = llm.n_ctx()
+    longest = max(len(prompt), len(next_prompt or [])) + w["max_tokens"]
+    if longest > n_ctx:
+        raise ValueError(f"workload needs {longest} tokens of context but n_ctx is {n_ctx}")
+    temperature, top_p, n_gen = w["temperature"], w["top_p"], w["max_tokens"]
+
+    if w.get("warmup", True):
+        phase("warmup")
+        llm.reset()
+        warm_tokens = llm.tokenize(b"Bonjour", add_bos=True, special=True)
+        _answer(llm, warm_tokens, 2, temperature, top_p)
+
+    samples: list[Sample] = []
+    for i in range(w["repeats"]):
+        phase(f"repeat {i + 1}")
+        llm.set_seed(int(w["seed"]) + i)
+        llm.reset()  # n_tokens = 0: the whole prompt is processed again (cold)
+        t0 = time.perf_counter()
+        times = _answer(llm, prompt, n_gen, temperature, top_p)
+        ttft = times[0] - t0
+        gen_s = times[-1] - times[0]
+        gen_tok_s = (len(times) - 1) / gen_s if len(times) > 1 and gen_s > 0 else 0.0
+        warm_ms: float | None = None
+        if next_prompt is not None:
+            # Next chat turn: the KV cache still holds the prompt, so only the new suffix is
+            # processed (llama-cpp-python reuses the longest common prefix).
+            t1 = time.perf_counter()
+            wt = _answer(llm, next_prompt, 1, temperature, top_p)
+            warm_ms = (wt[0] - t1) * 1000.0
+        samples.append(
+            Sample(
+                gen_tok_s=gen_tok_s,
+                ttft_ms=ttft * 1000.0,
+                prompt_tok_s=len(prompt) / ttft if ttft > 0 else 0.0,
+                warm_ttft_ms=warm_ms,
+            )
+        )
+    return samples, len(prompt), n_gen

@@ -1,0 +1,89 @@
+"""Trial metrics: raw samples from the child, and the summary the study optimizes."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One measured answer."""
+
+    gen_tok_s: float
+    ttft_ms: float
+    prompt_tok_s: float
+    warm_ttft_ms: float | None = None
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def cv(xs: list[float]) -> float:
+    """Coefficient of variation (stdev / mean); 0 for a single sample."""
+    if len(xs) < 2:
+        return 0.0
+    mean = statistics.fmean(xs)
+    return float(statistics.stdev(xs) / mean) if mean else 0.0
+
+
+@dataclass(frozen=True)
+class TrialMetrics:
+    """What one trial measured. VRAM is None when no GPU could be read (never a fake 0)."""
+
+    gen_tok_s: float
+    ttft_ms: float
+    prompt_tok_s: float
+    warm_ttft_ms: float | None
+    load_s: float
+    peak_rss_mb: float
+    n_prompt_tokens: int
+    n_generated: int
+    gen_tok_s_cv: float
+    ttft_ms_cv: float
+    samples: tuple[Sample, ...] = field(default=())
+    vram_mb: float | None = None
+    vram_source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: list[Sample],
+        *,
+        load_s: float,
+        peak_rss_mb: float,
+        n_prompt_tokens: int,
+        n_generated: int,
+    ) -> TrialMetrics:
+        if not samples:
+            raise ValueError("a trial needs at least one sample")
+        gen = [s.gen_tok_s for s in samples]
+        ttft = [s.ttft_ms for s in samples]
+        warm = [s.warm_ttft_ms for s in samples if s.warm_ttft_ms is not None]
+        return cls(
+            gen_tok_s=median(gen),
+            ttft_ms=median(ttft),
+            prompt_tok_s=median([s.prompt_tok_s for s in samples]),
+            warm_ttft_ms=median(warm) if warm else None,
+            load_s=load_s,
+            peak_rss_mb=peak_rss_mb,
+            n_prompt_tokens=n_prompt_tokens,
+            n_generated=n_generated,
+            gen_tok_s_cv=cv(gen),
+            ttft_ms_cv=cv(ttft),
+            samples=tuple(samples),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples"] = [asdict(s) for s in self.samples]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialMetrics:
+        d = dict(d)
+        d["samples"] = tuple(Sample(**s) for s in d.get("samples", ()))
+        return cls(**d)

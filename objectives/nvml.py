@@ -1,0 +1,204 @@
+"""NVIDIA GPU readings through NVML (nvidia-ml-py). Every function degrades to "unknown" without one."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+
+def _nvml() -> Any | None:
+    """The initialised pynvml module, or None when there is no NVIDIA driver / GPU."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        if pynvml.nvmlDeviceGetCount() < 1:
+            return None
+        return pynvml
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    total_mb: float
+    free_mb: float
+    used_mb: float
+    driver: str
+    bandwidth_gb_s: float | None
+
+
+def _bandwidth(nv: Any, h: Any) -> float | None:
+    """Theoretical memory bandwidth from the max memory clock and bus width (DDR: x2)."""
+    try:
+        clock_mhz = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM)
+        bus_bits = nv.nvmlDeviceGetMemoryBusWidth(h)
+        return float(clock_mhz) * 1e6 * 2 * bus_bits / 8 / 1e9
+    except Exception:
+        return None
+
+
+def list_gpus() -> list[GpuInfo]:
+    nv = _nvml()
+    if nv is None:
+        return []
+    driver = nv.nvmlSystemGetDriverVersion()
+    driver = driver.decode() if isinstance(driver, bytes) else str(driver)
+    out = []
+    for i in range(nv.nvmlDeviceGetCount()):
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        name = nv.nvmlDeviceGetName(h)
+        mem = nv.nvmlDeviceGetMemoryInfo(h)
+        out.append(
+            GpuInfo(
+                index=i,
+                name=name.decode() if isinstance(name, bytes) else str(name),
+                total_mb=mem.total / 2**20,
+                free_mb=mem.free / 2**20,
+                used_mb=mem.used / 2**20,
+                driver=driver,
+                bandwidth_gb_s=_bandwidth(nv, h),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """Peak VRAM of a process tree and GPU telemetry over a trial."""
+
+    vram_mb: float | None
+    vram_source: str | None  # "process" (NVML per-process) or "device-delta" (e.g. Windows WDDM)
+    util_mean: float | None = None
+    util_max: float | None = None
+    temp_mean: float | None = None
+    temp_max: float | None = None
+    power_w_mean: float | None = None
+    power_w_max: float | None = None
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+class GpuSampler:
+    """Samples NVML in a thread while a trial child runs (the child never touches NVML)."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self._nv = _nvml()
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pids: set[int] = set()
+        self._proc_peak: float | None = None
+        self._dev_base: float = 0.0
+        self._dev_peak: float = 0.0
+        self._util: list[float] = []
+        self._temp: list[float] = []
+        self._power: list[float] = []
+        self._handles: list[Any] = []
+        self._active = threading.Event()
+
+    @property
+    def available(self) -> bool:
+        return self._nv is not None
+
+    def start(self, pid: int) -> None:
+        if self._nv is None:
+            return
+        nv = self._nv
+        self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+        self._dev_base = self._device_used()
+        self._dev_peak = self._dev_base
+        self._pids = {pid}
+        self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
+        self._thread.start()
+
+    def mark_generation(self, active: bool) -> None:
+        """Telemetry (util/temp/power) is averaged only while set; VRAM is tracked throughout."""
+        if active:
+            self._active.set()
+        else:
+            self._active.clear()
+
+    def _device_used(self) -> float:
+        assert self._nv is not None
+        return sum(self._nv.nvmlDeviceGetMemoryInfo(h).used for h in self._handles) / 2**20
+
+    def _process_used(self) -> float | None:
+        """VRAM used by the child's process tree, None where NVML can't say (WDDM)."""
+        assert self._nv is not None
+        nv = self._nv
+        try:
+            import psutil
+
+            pids = set(self._pids)
+            try:
+                pids |= {c.pid for c in psutil.Process(next(iter(self._pids))).children(True)}
+            except psutil.Error:
+                pass
+            total = 0.0
+            seen = False
+            for h in self._handles:
+                for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
+                    if p.pid in pids:
+                        used = p.usedGpuMemory
+                        if used is None:
+                            return None
+                        total += used / 2**20
+                        seen = True
+            return total if seen else 0.0
+        except Exception:
+            return None
+
+    def _sample(self) -> None:
+        assert self._nv is not None
+        nv = self._nv
+        proc = self._process_used()
+        if proc is not None:
+            self._proc_peak = max(self._proc_peak or 0.0, proc)
+        self._dev_peak = max(self._dev_peak, self._device_used())
+        h = self._handles[0]
+        for fn, store, scale in (
+            (lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu, self._util, 1.0),
+            (lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU), self._temp, 1.0),
+            (lambda: nv.nvmlDeviceGetPowerUsage(h), self._power, 1e-3),
+        ):
+            try:
+                value = float(fn()) * scale
+            except Exception:
+                continue
+            if self._active.is_set():
+                store.append(value)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._sample()
+            except Exception:
+                pass
+            self._stop.wait(self._interval)
+
+    def stop(self) -> GpuReading:
+        if self._nv is None:
+            return GpuReading(None, None)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._proc_peak is not None and self._proc_peak > 0:
+            vram, source = self._proc_peak, "process"
+        else:
+            vram, source = max(0.0, self._dev_peak - self._dev_base), "device-delta"
+        return GpuReading(
+            vram_mb=vram,
+            vram_source=source,
+            util_mean=_mean(self._util),
+            util_max=max(self._util, default=None),
+            temp_mean=_mean(self._temp),
+            temp_max=max(self._temp, default=None),
+            power_w_mean=_mean(self._power),
+            power_w_max=max(self._power, default=None),
+        )

@@ -1,0 +1,217 @@
+"""Parent side of a trial: spawn the child, watch time and GPU, end the whole process tree.
+
+Portable: the child is a fresh interpreter (no fork), process trees are ended through psutil.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+from objectives.metrics import TrialMetrics
+from objectives.nvml import GpuReading, GpuSampler
+
+Status = Literal["ok", "failed", "oom", "crashed", "timeout"]
+
+CHILD_ARGV = [sys.executable, "-m", "objectives.child"]
+OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
+# NTSTATUS codes a crashed Windows process exits with.
+WINDOWS_CRASHES = {
+    0xC0000005: "ACCESS_VIOLATION",
+    0xC000001D: "ILLEGAL_INSTRUCTION",
+    0xC00000FD: "STACK_OVERFLOW",
+    0xC0000409: "STACK_BUFFER_OVERRUN",
+    0xC0000374: "HEAP_CORRUPTION",
+}
+
+
+@dataclass(frozen=True)
+class ChildResult:
+    status: Status
+    reason: str  # one line for people; empty when ok
+    metrics: TrialMetrics | None = None
+    returncode: int | None = None
+    phase: str | None = None  # last phase the child reached
+    stderr_tail: str = ""
+    gpu: GpuReading = field(default_factory=lambda: GpuReading(None, None))
+    wall_s: float = 0.0
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> str:
+        """Same failure, same signature: used to spot a build that crashes every time."""
+        return f"{self.status}|{self.returncode}|{self.phase}"
+
+
+def kill_tree(pid: int, grace_s: float = 3.0) -> None:
+    """Terminate a process and all its descendants, then kill what is left."""
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    procs = [*root.children(recursive=True), root]
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return signal.Signals(-rc).name
+        except ValueError:
+            return f"signal {-rc}"
+    code = rc & 0xFFFFFFFF
+    if code in WINDOWS_CRASHES:
+        return WINDOWS_CRASHES[code]
+    return f"exit code {rc}"
+
+
+def is_crash(rc: int) -> bool:
+    return rc < 0 or (rc & 0xFFFFFFFF) in WINDOWS_CRASHES
+
+
+def _last_phase(text: str) -> str | None:
+    phase = None
+    for line in text.splitlines():
+        if line.startswith("dm-tune-phase: "):
+            phase = line.split(": ", 1)[1].strip()
+    return phase
+
+
+def _tail(text: str, n: int = 20) -> str:
+    lines = [ln for ln in text.splitlines() if not ln.startswith("dm-tune-phase: ")]
+    return "\n".join(lines[-n:])
+
+
+def _popen_kwargs() -> dict[str, Any]:
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+def run_child(
+    spec: dict[str, Any],
+    timeout_s: float,
+    *,
+    argv: list[str] | None = None,
+    sample_gpu: bool = True,
+) -> ChildResult:
+    """Run one trial child to completion, timeout or crash; never raises for child failures.
+
+    KeyboardInterrupt ends the child's whole tree before it propagates.
+    """
+    with tempfile.TemporaryDirectory(prefix="dm-tune-trial-") as tmp:
+        d = Path(tmp)
+        spec_path, result_path, err_path = d / "spec.json", d / "result.json", d / "stderr.txt"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        sampler = GpuSampler() if sample_gpu else None
+        t0 = time.perf_counter()
+        with err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                [*(argv or CHILD_ARGV), str(spec_path), str(result_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                **_popen_kwargs(),
+            )
+            if sampler is not None:
+                sampler.start(proc.pid)
+            timed_out = False
+            try:
+                while True:
+                    try:
+                        proc.wait(timeout=0.1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if time.perf_counter() - t0 > timeout_s:
+                            timed_out = True
+                            kill_tree(proc.pid)
+                            proc.wait()
+                            break
+                        if sampler is not None:
+                            phase = _last_phase(err_path.read_text("utf-8", errors="replace"))
+                            sampler.mark_generation(bool(phase and phase.startswith("repeat")))
+            except BaseException:
+                kill_tree(proc.pid)
+                proc.wait()
+                if sampler is not None:
+                    sampler.stop()
+                raise
+        wall = time.perf_counter() - t0
+        gpu = sampler.stop() if sampler is not None else GpuReading(None, None)
+        stderr = err_path.read_text("utf-8", errors="replace")
+        payload: dict[str, Any] = {}
+        if result_path.exists():
+            try:
+                payload = json.loads(result_path.read_text("utf-8"))
+            except ValueError:
+                payload = {}
+    return _classify(proc.returncode, timed_out, timeout_s, payload, stderr, gpu, wall)
+
+
+def _classify(
+    rc: int,
+    timed_out: bool,
+    timeout_s: float,
+    payload: dict[str, Any],
+    stderr: str,
+    gpu: GpuReading,
+    wall: float,
+) -> ChildResult:
+    phase, tail = _last_phase(stderr), _tail(stderr)
+    common: dict[str, Any] = {
+        "returncode": rc,
+        "phase": phase,
+        "stderr_tail": tail,
+        "gpu": gpu,
+        "wall_s": wall,
+        "payload": payload,
+    }
+    if timed_out:
+        return ChildResult("timeout", f"timed out after {timeout_s:g} s (during {phase})", **common)
+    if payload.get("ok") and rc == 0 and "metrics" in payload:
+        m = TrialMetrics.from_dict(payload["metrics"])
+        from dataclasses import replace
+
+        m = replace(m, vram_mb=gpu.vram_mb, vram_source=gpu.vram_source)
+        return ChildResult("ok", "", metrics=m, **common)
+    if payload.get("ok") and rc == 0:
+        return ChildResult("ok", "", **common)
+    text = (payload.get("log", "") + "\n" + stderr).lower()
+    if payload.get("kind") == "oom" or any(m in text for m in OOM_MARKERS):
+        first = payload.get("error") or _first_error_line(stderr) or "out of memory"
+        return ChildResult("oom", f"out of memory: {first}", **common)
+    if payload:
+        return ChildResult("failed", str(payload.get("error", "failed")).splitlines()[0], **common)
+    if is_crash(rc):
+        return ChildResult("crashed", f"crashed with {describe_exit(rc)} during {phase}", **common)
+    line = _first_error_line(stderr) or describe_exit(rc)
+    return ChildResult("failed", f"{describe_exit(rc)} during {phase}: {line}", **common)
+
+
+def _first_error_line(stderr: str) -> str:
+    for line in reversed(_tail(stderr, 50).splitlines()):
+        s = line.strip()
+        if s and not s.startswith(("File ", "Traceback", "^")):
+            return s[:300]
+    return ""
