@@ -1,0 +1,45 @@
+"""The `dm-tune` command line: a thin layer over the library functions in tuner/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from tuner.errors import UserError
+
+
+class _Group(TyperGroup):
+    """Turns a UserError from any command into `error: ...` on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Measure llama-cpp-python settings on this machine and export the fastest profile "
+    "that fits the VRAM budget.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from tuner.commands import run_cmd
+
+    app.command("run")(run_cmd.run)
+
+
+_register()
+
+
+def main() -> None:
+    app()
