@@ -53,8 +53,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "llama_cpp_version": llama_cpp.__version__,
         "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
     }
-    if spec.get("probe_only"):
-        return {"ok": True, **info}
+    if spec.get("probe"):
+        from objectives.probe import probe
+
+        return probe(spec)
     phase("load")
     t0 = time.perf_counter()
     try:
@@ -92,7 +94,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         n_generated=n_gen,
     )
     phase("done")
-    return {"ok": True, "metrics": metrics.to_dict(), "llama_log": log.text(), **info}
+    return {"ok": True, "metrics": metrics.to_dict(), "llama_log": log.relevant(), **info}
 
 
 def main(argv: list[str]) -> int:

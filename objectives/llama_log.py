@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+import re
 from typing import Any
+
+
+# Lines worth keeping with a trial: buffer sizes, offload decisions, errors.
+RELEVANT = re.compile(r"buffer size|offload|error|failed|warning|CUDA|flash_attn|n_ctx|type_k", re.I)
 
 
 class LogCapture:
@@ -30,3 +35,7 @@ class LogCapture:
 
     def text(self) -> str:
         return "\n".join([*self.lines, self._partial]).strip()
+
+    def relevant(self) -> str:
+        """Only the lines that matter for VRAM accounting and diagnosis (keeps storage small)."""
+        return "\n".join(ln for ln in [*self.lines, self._partial] if RELEVANT.search(ln))

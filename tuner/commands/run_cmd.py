@@ -1,0 +1,60 @@
+"""`dm-tune run`: tune llama-cpp-python settings for a model on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tuner.paths import default_config
+from tuner.settings import RunSettings
+from tuner.storage import DEFAULT_STORAGE
+from tuner.units import parse_size_mb
+
+
+def run(
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="GGUF model file (default: the SmolLM2-135M demo model)"
+    ),
+    trials: int = typer.Option(50, "--trials", "-n", help="Total trials the study should hold"),
+    vram_budget: str = typer.Option("6GB", "--vram-budget", help="VRAM limit, e.g. 6GB, 5000MB"),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: model+hardware)"),
+    search_space: Path = typer.Option(default_config("search_space.yaml"), "--search-space"),
+    workload: Path = typer.Option(default_config("workload.yaml"), "--workload"),
+    baselines: Path = typer.Option(default_config("baselines.yaml"), "--baselines"),
+    no_baselines: bool = typer.Option(False, "--no-baselines", help="Don't measure app profiles"),
+    trial_timeout: float = typer.Option(600.0, "--trial-timeout", help="Seconds per trial"),
+    latency: str = typer.Option("cold", "--latency", help="Latency objective: cold | warm"),
+    prefer: str = typer.Option(
+        "balanced", "--prefer", help="Export rule: throughput | latency | balanced"
+    ),
+    repeats: int | None = typer.Option(None, "--repeats", help="Measured answers per trial"),
+    seed: int | None = typer.Option(None, "--seed", help="Sampler seed (reproducible search)"),
+    export: bool = typer.Option(True, "--export/--no-export", help="Write the profile at the end"),
+    profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
+) -> None:
+    """Run (or resume) a study: each trial loads the model with candidate settings and measures
+    tok/s, first-token latency and VRAM; the best settings within the budget are exported."""
+    from tuner.tune import tune
+
+    settings = RunSettings(
+        model=model,
+        trials=trials,
+        vram_budget_mb=parse_size_mb(vram_budget),
+        storage=storage,
+        study_name=study,
+        search_space=search_space,
+        workload=workload,
+        baselines=None if no_baselines else baselines,
+        trial_timeout_s=trial_timeout,
+        latency=latency,
+        prefer=prefer,
+        repeats=repeats,
+        seed=seed,
+        export=export,
+        profile_dir=profile_dir,
+    )
+    summary = tune(settings, echo=lambda s: typer.echo(s))
+    if summary.interrupted:
+        raise typer.Exit(130)

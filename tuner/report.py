@@ -1,0 +1,109 @@
+"""Tables for people: the end-of-run summary (best vs first/baseline trial) and trial lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.selection import choose_best, pareto_front
+
+COLUMNS = ("trial", "role", "ngl", "n_ctx", "batch", "thr", "mlock", "tok/s", "TTFT ms", "VRAM MB")
+
+
+@dataclass(frozen=True)
+class Row:
+    trial: int
+    role: str
+    settings: dict[str, Any]
+    tok_s: float | None
+    ttft_ms: float | None
+    vram_mb: float | None
+    status: str
+
+    def cells(self) -> list[str]:
+        p = self.settings
+
+        def num(v: float | None, fmt: str) -> str:
+            return "-" if v is None else format(v, fmt)
+
+        return [
+            f"#{self.trial}",
+            self.role,
+            str(p.get("n_gpu_layers", "-")),
+            str(p.get("n_ctx", "-")),
+            str(p.get("n_batch", "-")),
+            str(p.get("n_threads", "-")),
+            {True: "on", False: "off"}.get(p.get("use_mlock"), "-"),  # type: ignore[arg-type]
+            num(self.tok_s, ".1f"),
+            num(self.ttft_ms, ".0f"),
+            num(self.vram_mb, ".0f"),
+        ]
+
+
+def row_of(t: FrozenTrial, role: str) -> Row:
+    values = t.values if t.state == TrialState.COMPLETE and t.values else [None, None]
+    metrics = t.user_attrs.get("metrics") or {}
+    return Row(
+        trial=t.number,
+        role=role,
+        settings=t.user_attrs.get("llama_kwargs", t.params),
+        tok_s=values[0],
+        ttft_ms=values[1],
+        vram_mb=metrics.get("vram_mb"),
+        status=t.user_attrs.get("status", t.state.name.lower()),
+    )
+
+
+def summary_rows(trials: Sequence[FrozenTrial], prefer: str) -> list[Row]:
+    """Best (by `prefer`), then the 'performance' baseline (or the first trial) for comparison."""
+    rows: list[Row] = []
+    best = choose_best(trials, prefer)
+    if best is not None:
+        rows.append(row_of(best, f"best ({prefer})"))
+    ref = next((t for t in trials if t.user_attrs.get("baseline") == "performance"), None)
+    ref = ref or (trials[0] if trials else None)
+    if ref is not None and (best is None or ref.number != best.number):
+        role = ref.user_attrs.get("baseline", "first trial")
+        rows.append(row_of(ref, role if ref.state == TrialState.COMPLETE else f"{role} (failed)"))
+    return rows
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    table = [list(COLUMNS)] + [r.cells() for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_summary(trials: Sequence[FrozenTrial], prefer: str) -> str:
+    counts: dict[str, int] = {}
+    for t in trials:
+        st = t.user_attrs.get("status", t.state.name.lower())
+        counts[st] = counts.get(st, 0) + 1
+    head = f"{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    rows = summary_rows(trials, prefer)
+    if not rows:
+        return head + "\nNo trial finished."
+    out = [head, render_table(rows)]
+    best, ref = rows[0], rows[1] if len(rows) > 1 else None
+    if ref is not None and best.tok_s and ref.tok_s and best.ttft_ms and ref.ttft_ms:
+        out.append(
+            f"Best vs {ref.role}: {best.tok_s / ref.tok_s:.2f}x tok/s, "
+            f"{best.ttft_ms / ref.ttft_ms:.2f}x first-token latency."
+        )
+    front = pareto_front(trials)
+    if front:
+        pts = ", ".join(f"#{t.number} ({t.values[0]:.1f} tok/s, {t.values[1]:.0f} ms)" for t in front)
+        out.append(f"Pareto front (feasible): {pts}")
+    if best.role.startswith("best"):
+        out.append(
+            f"'Best' = the Pareto-front trial chosen by --prefer {prefer} "
+            "(see docs/selection.md)."
+        )
+    else:
+        out.append("No trial fits the VRAM budget.")
+    return "\n".join(out)

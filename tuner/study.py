@@ -1,0 +1,241 @@
+"""Run the Optuna study: each trial measures one settings candidate in a fresh child process."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives.runner import ChildResult, run_child
+from tuner.errors import StudyAborted, UserError
+from tuner.prepare import Context
+from tuner.progress import Progress
+from tuner.search_space import key_of
+from tuner.storage import open_storage
+from tuner.trial_record import (
+    copy_constraint,
+    objective_values,
+    record_child,
+    set_vram_constraint,
+)
+
+Echo = Callable[[str], None]
+DIRECTIONS = ["maximize", "minimize"]  # generation tok/s, first-token latency (ms)
+
+
+class TrialFailed(Exception):
+    """A trial whose settings did not run (crash, OOM, timeout...). The study carries on."""
+
+
+@dataclass
+class RunResult:
+    study: optuna.Study
+    ran: int  # trials run by this invocation
+    interrupted: bool = False
+    aborted: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Finished trials that count toward --trials (interrupted or retried ones don't)."""
+    retried = {t.user_attrs.get("retry_of") for t in trials} | {
+        t.system_attrs.get("failed_trial") for t in trials
+    }
+    return [
+        t
+        for t in trials
+        if t.state.is_finished()
+        and t.user_attrs.get("status") != "interrupted"
+        and t.number not in retried
+    ]
+
+
+def _requeue_interrupted(study: optuna.Study) -> int:
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    n = 0
+    for t in trials:
+        if t.user_attrs.get("status") == "interrupted" and t.number not in retried:
+            attrs: dict[str, Any] = {"retry_of": t.number}
+            if "baseline" in t.user_attrs:
+                attrs["baseline"] = t.user_attrs["baseline"]
+            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+            n += 1
+    return n
+
+
+def _enqueue_baselines(study: optuna.Study, ctx: Context) -> list[str]:
+    names = []
+    for name, profile in ctx.baselines.items():
+        params = ctx.space.fit_baseline(dict(profile))
+        if ctx.space.flash_attn_searched():
+            params.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
+        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+        names.append(name)
+    return names
+
+
+def open_study(ctx: Context, echo: Echo) -> optuna.Study:
+    """Create the study, or resume it when its settings match; refuse a mismatched resume."""
+    storage = open_storage(ctx.storage)
+    sampler = optuna.samplers.TPESampler(
+        seed=ctx.settings.seed, multivariate=True, n_startup_trials=10
+    )
+    study = optuna.create_study(
+        storage=storage,
+        study_name=ctx.study_name,
+        directions=DIRECTIONS,
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    fp = ctx.fingerprint()
+    old = study.user_attrs.get("settings")
+    if old is None:
+        study.set_user_attr("settings", fp)
+        study.set_user_attr("model", _model_attr(ctx))
+        study.set_user_attr("hardware", ctx.hardware.to_dict())
+        study.set_user_attr("llama_cpp_version", ctx.probe.llama_cpp_version)
+        study.set_user_attr("gpu_offload", ctx.probe.gpu_offload)
+        study.set_user_attr("objectives", ["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
+        names = _enqueue_baselines(study, ctx)
+        if names:
+            echo(f"Baselines first: Desktop-Mate's {', '.join(names)} profiles.")
+    elif old != fp:
+        diff = ", ".join(f"{k} {old.get(k)} -> {fp[k]}" for k in fp if old.get(k) != fp[k])
+        raise UserError(
+            f"study '{ctx.study_name}' was made with other settings ({diff}); resume it with "
+            "the same options, or start a new one with --study NEW_NAME"
+        )
+    return study
+
+
+def _model_attr(ctx: Context) -> dict[str, Any]:
+    m = ctx.model
+    return {
+        "path": str(m.path),
+        "file": m.path.name,
+        "size_bytes": m.size_bytes,
+        "sha256": ctx.model_sha256,
+        "architecture": m.architecture,
+        "block_count": m.block_count,
+        "offloadable_layers": m.offloadable_layers,
+        "quantization": m.quantization,
+        "context_length": m.context_length,
+    }
+
+
+def _previous(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
+    """An earlier trial with identical normalized settings that already has an outcome."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        if (
+            t.number < number
+            and t.user_attrs.get("key") == key
+            and t.user_attrs.get("status") not in ("interrupted", None)
+        ):
+            return t
+    return None
+
+
+def make_objective(
+    ctx: Context, study: optuna.Study, last: dict[str, ChildResult]
+) -> Callable[[optuna.Trial], list[float]]:
+    s = ctx.settings
+    budget = s.vram_budget_mb
+    workload = ctx.workload_spec()
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        last.pop("result", None)
+        params = ctx.space.suggest(trial)
+        key = key_of(params)
+        trial.set_user_attr("llama_kwargs", params)
+        trial.set_user_attr("key", key)
+        prev = _previous(study, key, trial.number)
+        if prev is not None:
+            trial.set_user_attr("reused_from", prev.number)
+            if prev.state == TrialState.COMPLETE and prev.values is not None:
+                trial.set_user_attr("status", "reused")
+                trial.set_user_attr("reason", f"same settings as trial {prev.number}")
+                for k in ("metrics", "gpu", "llama_buffers"):
+                    if k in prev.user_attrs:
+                        trial.set_user_attr(k, prev.user_attrs[k])
+                for v in prev.constraints.values():
+                    copy_constraint(trial, v)
+                    break
+                return list(prev.values)
+            trial.set_user_attr("status", prev.user_attrs.get("status", "failed"))
+            reason = f"same settings as trial {prev.number}: {prev.user_attrs.get('reason', '')}"
+            trial.set_user_attr("reason", reason)
+            raise TrialFailed(reason)
+        spec = {"model_path": str(ctx.model.path), "params": params, "workload": workload}
+        try:
+            res = run_child(
+                spec, s.trial_timeout_s, argv=list(s.child_argv) if s.child_argv else None
+            )
+        except KeyboardInterrupt:
+            trial.set_user_attr("status", "interrupted")
+            trial.set_user_attr("reason", "interrupted by the user (Ctrl-C); re-run to redo it")
+            raise
+        last["result"] = res
+        record_child(trial, res)
+        if res.status != "ok" or res.metrics is None:
+            raise TrialFailed(res.reason or res.status)
+        set_vram_constraint(trial, res.metrics.vram_mb, budget)
+        return objective_values(res.metrics.to_dict(), s.latency)
+
+    return objective
+
+
+def run_study(ctx: Context, echo: Echo = print) -> RunResult:
+    """Run trials until the study holds `settings.trials`; Ctrl-C stops cleanly."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(ctx, echo)
+    requeued = _requeue_interrupted(study)
+    if requeued:
+        echo(f"Re-running {requeued} trial(s) that an earlier run left unfinished.")
+    done = len(_counted(study.get_trials(deepcopy=False)))
+    todo = ctx.settings.trials - done
+    result = RunResult(study=study, ran=0)
+    if todo <= 0:
+        echo(
+            f"Study '{ctx.study_name}' already has {done} trials (target {ctx.settings.trials}); "
+            "nothing to run. Use a larger --trials to extend it."
+        )
+        return result
+    if done:
+        echo(f"Resuming study '{ctx.study_name}': {done} trials kept, {todo} to run.")
+    last: dict[str, ChildResult] = {}
+    progress = Progress(
+        study,
+        total=ctx.settings.trials,
+        start_count=done,
+        latency=ctx.settings.latency,
+        prefer=ctx.settings.prefer,
+        max_same_failures=ctx.settings.max_same_failures,
+        last=last,
+        echo=echo,
+    )
+    t0 = time.perf_counter()
+    try:
+        study.optimize(
+            make_objective(ctx, study, last),
+            n_trials=todo,
+            catch=(TrialFailed,),
+            callbacks=[progress],
+            gc_after_trial=False,
+        )
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.ran = progress.ran
+    result.aborted = progress.abort_reason
+    echo(f"Ran {progress.ran} trial(s) in {time.perf_counter() - t0:.0f} s.")
+    if result.aborted:
+        raise StudyAborted(result.aborted)
+    return result

@@ -1,0 +1,53 @@
+"""`dm-tune run` as a library call: prepare, run the study, summarize, export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.prepare import prepare
+from tuner.report import render_summary
+from tuner.settings import RunSettings
+from tuner.study import run_study
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    study_name: str
+    storage: str
+    ran: int
+    total: int
+    interrupted: bool
+    profile: Path | None
+
+
+def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
+    ctx = prepare(settings, echo)
+    for notice in ctx.space.notices:
+        echo(f"note: {notice}")
+    where = f"{settings.storage} (study '{ctx.study_name}')"
+    echo(f"Study: {where}")
+    result = run_study(ctx, echo)
+    trials = result.study.get_trials(deepcopy=False)
+    if result.interrupted:
+        echo(
+            f"Interrupted. {len([t for t in trials if t.state.is_finished()])} trials are kept in "
+            f"{where}. Run the same command again to resume."
+        )
+        return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), True, None)
+    echo(render_summary(trials, settings.prefer))
+    profile = None
+    if settings.export:
+        from tuner.export import export_profile
+
+        profile = export_profile(
+            result.study,
+            prefer=settings.prefer,
+            out_dir=settings.profile_dir,
+            storage=settings.storage,
+            echo=echo,
+        )
+    return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), False, profile)
