@@ -36,6 +36,7 @@ class GGUFInfo:
     name: str | None
     quantization: str
     tensors: tuple[TensorInfo, ...] = field(repr=False, default=())
+    feed_forward_length: int | None = None
 
     @property
     def offloadable_layers(self) -> int:
@@ -125,4 +126,5 @@ def read_gguf(path: Path) -> GGUFInfo:
         name=name if isinstance(name, str) else None,
         quantization=_quantization(tensors),
         tensors=tensors,
+        feed_forward_length=opt_int("feed_forward_length"),
     )
