@@ -1,0 +1,185 @@
+"""The profile file and the runtime selector, as Desktop-Mate uses them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from profile_data import PROVENANCE, MakeTrial
+
+from objectives.nvml import GpuInfo, list_gpus
+from tuner import profile as profile_mod
+from tuner.model_file import sha256_file
+from tuner.profile import (
+    Profile,
+    ProfileError,
+    load_profile,
+    select_profile,
+    select_tier,
+    write_profile,
+)
+from tuner.profile_build import build_profile
+
+
+def test_importing_the_loader_pulls_in_neither_optuna_nor_plotly() -> None:
+    code = (
+        "import json, sys, tuner.profile; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'plotly'})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_write_then_load_round_trips(gpu_profile: Profile, profile_path: Path) -> None:
+    assert load_profile(profile_path) == gpu_profile
+    text = profile_path.read_text(encoding="utf-8")
+    assert text.startswith("# Desktop-Mate LLM profile for model.gguf")
+    assert "dm-tune run" in text and "dm-tune export" in text
+    assert "flash_attn: null" not in text  # unset knobs keep llama-cpp-python's defaults
+    assert [p.name for p in profile_path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize(
+    ("free_mb", "tier"),
+    [
+        (24000, "performance"),
+        (5506, "performance"),
+        (5505, "balanced"),
+        (4456, "balanced"),
+        (3000, "low_vram"),
+        (2880, "cpu_fallback"),
+        (0, "cpu_fallback"),
+    ],
+)
+def test_select_picks_the_fastest_tier_that_fits(
+    profile_path: Path, free_mb: float, tier: str
+) -> None:
+    assert select_tier(profile_path, free_mb).name == tier
+    keys = select_profile(profile_path, free_mb)
+    assert keys == load_profile(profile_path).tier(tier).llama.kwargs()
+
+
+def test_select_without_a_gpu_reads_nvml_and_takes_the_cpu_tier(profile_path: Path) -> None:
+    if list_gpus():
+        pytest.skip("this machine has an NVIDIA GPU")
+    assert select_profile(profile_path)["n_gpu_layers"] == 0
+
+
+def _fake_gpu(free_mb: float) -> list[GpuInfo]:
+    return [GpuInfo(0, "Fake RTX 4050", 6141.0, free_mb, 6141.0 - free_mb, "560.94", 192.0)]
+
+
+def test_fake_gpu_free_vram_from_nvml_picks_the_tier(
+    profile_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profile_mod, "list_gpus", lambda: _fake_gpu(4800.0))
+    monkeypatch.setattr(profile_mod, "_llama_can_offload", lambda: True)
+    assert select_tier(profile_path).name == "balanced"
+
+
+def test_fake_gpu_with_a_cpu_build_of_llama_cpp_warns_and_takes_the_cpu_tier(
+    profile_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profile_mod, "list_gpus", lambda: _fake_gpu(6000.0))
+    monkeypatch.setattr(profile_mod, "_llama_can_offload", lambda: False)
+    with pytest.warns(RuntimeWarning, match="cannot offload"):
+        assert select_tier(profile_path).name == "cpu_fallback"
+
+
+def _tamper(path: Path, edit: object) -> Path:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(data)  # type: ignore[operator]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["tiers"][0]["llama"].update(n_gpu_layer=33),
+            "unknown key 'tiers.0.llama.n_gpu_layer'; remove it or fix its spelling",
+        ),
+        (lambda d: d.update(colour="blue"), "unknown key 'colour'"),
+        (lambda d: d["tiers"][0]["llama"].update(n_ctx="4096"), "'tiers.0.llama.n_ctx':"),
+        (lambda d: d["tiers"][0]["llama"].update(n_ctx=4096.0), "'tiers.0.llama.n_ctx':"),
+        (lambda d: d["tiers"][1]["llama"].update(use_mlock=1), "'tiers.1.llama.use_mlock':"),
+        (lambda d: d["tiers"][0]["llama"].pop("n_batch"), "missing key 'tiers.0.llama.n_batch'"),
+        (lambda d: d["model"].update(sha256="xyz"), "'model.sha256':"),
+        (lambda d: d.update(version=2), "profile version 2 is not supported"),
+        (lambda d: d.pop("version"), "profile version None is not supported"),
+        (lambda d: d["tiers"].reverse(), "ordered by decreasing min_vram_free_mb"),
+        (lambda d: d["tiers"].pop(), "the last tier must be the CPU tier"),
+        (lambda d: d.update(default_tier="turbo"), "default_tier 'turbo' is not one of"),
+        (lambda d: d.update(quality_affecting=["type_q"]), "unknown knob 'type_q'"),
+    ],
+)
+def test_tampered_profile_is_refused_with_a_one_line_message(
+    profile_path: Path, edit: object, message: str
+) -> None:
+    _tamper(profile_path, edit)
+    with pytest.raises(ProfileError) as exc:
+        load_profile(profile_path)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+    assert str(exc.value).startswith(str(profile_path))
+
+
+def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\ntiers: [\n", encoding="utf-8")
+    with pytest.raises(ProfileError, match="not valid YAML at line"):
+        load_profile(bad)
+    with pytest.raises(ProfileError, match="profile not found"):
+        load_profile(tmp_path / "none.yaml")
+
+
+def _profile_for(model: Path, make_trial: MakeTrial, tmp_path: Path) -> Path:
+    ref = {"file": model.name, "size_bytes": model.stat().st_size, "sha256": sha256_file(model)}
+    profile = build_profile(
+        [make_trial(20, 900, None, 0, n_ctx=512)],
+        model=ref,
+        provenance={**PROVENANCE, "gpu": None},
+        budget_mb=6144,
+        prefer="balanced",
+        gpu_present=False,
+    )
+    path = tmp_path / "profile.yaml"
+    write_profile(path, profile)
+    return path
+
+
+def test_a_profile_for_another_model_file_is_refused_unless_forced(
+    make_trial: MakeTrial, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF model A")
+    path = _profile_for(model, make_trial, tmp_path)
+    assert select_profile(path, 0, model_path=model)["n_gpu_layers"] == 0
+
+    model.write_bytes(b"GGUF model B")  # same size, other content: only the hash tells
+    with pytest.raises(ProfileError, match=r"measured with model\.gguf \(sha256 "):
+        select_profile(path, 0, model_path=model)
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"a larger GGUF file")
+    with pytest.raises(ProfileError, match=r"not other\.gguf; regenerate it for this model"):
+        select_profile(path, 0, model_path=other)
+    assert select_profile(path, 0, model_path=other, force=True)["n_gpu_layers"] == 0
+    with pytest.raises(ProfileError, match="model file not found"):
+        select_profile(path, 0, model_path=tmp_path / "gone.gguf")
+
+
+def test_selected_keys_load_in_real_llama_cpp(
+    demo_model: Path, make_trial: MakeTrial, tmp_path: Path
+) -> None:
+    from llama_cpp import Llama
+
+    path = _profile_for(demo_model, make_trial, tmp_path)
+    keys = select_profile(path, model_path=demo_model)
+    llm = Llama(model_path=str(demo_model), **keys, verbose=False)
+    assert llm.n_ctx() == 512
+    llm.close()

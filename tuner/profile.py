@@ -1,0 +1,318 @@
+"""The profile Desktop-Mate loads: tiers of measured llama_cpp.Llama(...) settings, and the
+selector that picks the tier fitting this machine's free VRAM.
+
+The app imports this module at start-up, so it must stay light: it imports neither optuna nor
+plotly (tests/tuner/test_profile.py checks it in a fresh interpreter). Building a profile from
+a study lives in tuner/profile_build.py.
+
+File format (YAML, `version: 1`): the model it was measured with (name, size, sha256), how it was
+made (`provenance`), which knobs change answers (`quality_affecting`), and `tiers` ordered by
+decreasing `min_vram_free_mb`, the last one always the CPU tier (`n_gpu_layers: 0`,
+`min_vram_free_mb: 0`). Unknown keys and wrong types are rejected: a typo such as `n_gpu_layer`
+must fail loudly, not silently fall back to llama.cpp's defaults.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from objectives.nvml import list_gpus
+from tuner.model_file import sha256_cached
+from tuner.yaml_io import write_atomic
+
+PROFILE_VERSION = 1
+Prefer = Literal["throughput", "latency", "balanced"]
+
+
+class ProfileError(ValueError):
+    """The profile can't be used; the one-line message names the field or file and the fix."""
+
+
+class _Strict(BaseModel):
+    # strict: 4096.0 or "true" are wrong types here, as llama.cpp would take them differently.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelRef(_Strict):
+    """The GGUF the tiers were measured with; the selector refuses a different file."""
+
+    file: str = Field(min_length=1)
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Provenance(_Strict):
+    """How the profile was made, so a reader can judge whether it applies to their machine."""
+
+    gpu: str | None
+    driver: str | None
+    cpu: str
+    llama_cpp_version: str
+    study: str
+    storage: str
+    trials: list[int]
+    created: datetime = Field(strict=False)  # YAML gives a datetime or an ISO string
+    dm_tune_version: str
+    vram_budget_mb: float | None = Field(ge=0)
+    prefer: Prefer
+
+
+class LlamaKeys(_Strict):
+    """Keyword arguments for llama_cpp.Llama(...), exactly as it expects them (KV types as ints)."""
+
+    n_gpu_layers: int = Field(ge=-1)
+    n_ctx: int = Field(ge=1)
+    n_batch: int = Field(ge=1)
+    n_threads: int = Field(ge=1)
+    use_mlock: bool
+    flash_attn: bool | None = None
+    n_ubatch: int | None = Field(default=None, ge=1)
+    offload_kqv: bool | None = None
+    use_mmap: bool | None = None
+    n_threads_batch: int | None = Field(default=None, ge=1)
+    type_k: int | None = Field(default=None, ge=0)
+    type_v: int | None = Field(default=None, ge=0)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Only the keys that are set: the others keep llama-cpp-python's defaults."""
+        return self.model_dump(exclude_none=True)
+
+
+class Stat(_Strict):
+    """A median over repeated runs and its coefficient of variation (stdev / mean)."""
+
+    median: float = Field(ge=0)
+    cv: float = Field(ge=0)
+
+
+class Measured(_Strict):
+    """What the tier's trial measured on the machine named in provenance."""
+
+    trial: int = Field(ge=0)
+    n: int = Field(ge=1)  # samples behind each median
+    gen_tok_s: Stat
+    ttft_ms: Stat
+    warm_ttft_ms: Stat | None = None
+    vram_mb: float | None = Field(default=None, ge=0)  # peak over the trial; null without a GPU
+
+
+class Tier(_Strict):
+    """One set of settings and the free VRAM it needs; the metadata keys are Desktop-Mate's."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    min_vram_free_mb: float = Field(ge=0)
+    llama: LlamaKeys
+    measured: Measured | None
+    description: str
+    vram_estimate: str
+    speed_estimate: str
+    recommended_for: str
+    note: str = ""
+
+
+class Profile(_Strict):
+    version: Literal[1]
+    model: ModelRef
+    provenance: Provenance
+    default_tier: str
+    quality_affecting: list[str] = Field(default_factory=list)
+    tiers: list[Tier] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tier names must be unique")
+        needs = [t.min_vram_free_mb for t in self.tiers]
+        if any(a <= b for a, b in itertools.pairwise(needs)):
+            raise ValueError("tiers must be ordered by decreasing min_vram_free_mb")
+        last = self.tiers[-1]
+        if last.llama.n_gpu_layers != 0 or last.min_vram_free_mb != 0:
+            raise ValueError(
+                "the last tier must be the CPU tier (n_gpu_layers 0, min_vram_free_mb 0)"
+            )
+        if self.default_tier not in names:
+            raise ValueError(f"default_tier {self.default_tier!r} is not one of {', '.join(names)}")
+        unknown = [k for k in self.quality_affecting if k not in LlamaKeys.model_fields]
+        if unknown:
+            raise ValueError(f"quality_affecting names an unknown knob {unknown[0]!r}")
+        return self
+
+    def tier(self, name: str) -> Tier:
+        for t in self.tiers:
+            if t.name == name:
+                return t
+        raise ProfileError(f"no tier named {name!r}; use one of {', '.join(self.tier_names())}")
+
+    def tier_names(self) -> list[str]:
+        return [t.name for t in self.tiers]
+
+    def tier_for(self, free_vram_mb: float) -> Tier:
+        """The first (fastest) tier whose VRAM need fits; the CPU tier when none does."""
+        for t in self.tiers:
+            if t.min_vram_free_mb <= free_vram_mb:
+                return t
+        return self.tiers[-1]
+
+
+def _describe(exc: ValidationError) -> str:
+    errs = exc.errors()
+    err = errs[0]
+    where = ".".join(str(p) for p in err["loc"])
+    more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{where}'; remove it or fix its spelling{more}"
+    if err["type"] == "missing":
+        return f"missing key '{where}'; add it or regenerate the profile (`dm-tune export`){more}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not where:
+        return f"{msg}; fix the file or regenerate it with `dm-tune export`{more}"
+    got = repr(err.get("input"))
+    got = got if len(got) <= 40 else got[:37] + "..."
+    return f"'{where}': {msg}, got {got}; fix the value{more}"
+
+
+def load_profile(path: Path | str) -> Profile:
+    """Read and validate a profile; every problem is a ProfileError with a one-line message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"profile not found: {path}; export one with `dm-tune export`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ProfileError(f"{path}: not valid YAML{at}; fix the syntax or regenerate it") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping of keys at the top level (a profile)")
+    version = data.get("version")
+    if version != PROFILE_VERSION:
+        raise ProfileError(
+            f"{path}: profile version {version!r} is not supported (this dm-tune reads version "
+            f"{PROFILE_VERSION}); regenerate it with `dm-tune export`"
+        )
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(f"{path}: {_describe(exc)}") from None
+
+
+def check_model(profile: Profile, model_path: Path | str) -> None:
+    """Refuse a model file other than the one measured: its tiers' speed and VRAM would not hold.
+
+    The size is compared first so a different model is refused without reading it; the sha256 is
+    cached by (path, size, mtime), so the app pays for hashing once per model file.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise ProfileError(f"model file not found: {path}")
+    want = profile.model
+    size = path.stat().st_size
+    if size == want.size_bytes and sha256_cached(path) == want.sha256:
+        return
+    raise ProfileError(
+        f"the profile was measured with {want.file} (sha256 {want.sha256[:12]}..., "
+        f"{want.size_bytes} bytes), not {path.name}; regenerate it for this model "
+        "(`dm-tune run` then `dm-tune export`) or pass force=True (--force)"
+    )
+
+
+def _llama_can_offload() -> bool:
+    """False when the installed llama-cpp-python is a CPU-only build; True when it can't tell."""
+    try:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:
+        return True
+
+
+def detect_free_vram_mb() -> float:
+    """Free VRAM over all NVIDIA GPUs (llama.cpp splits layers over every visible GPU by default,
+    and dm-tune measures VRAM over all of them); 0 without a GPU or without a GPU build.
+    """
+    gpus = list_gpus()
+    if not gpus:
+        return 0.0
+    if not _llama_can_offload():
+        warnings.warn(
+            "an NVIDIA GPU is present but the installed llama-cpp-python cannot offload to it "
+            "(llama_supports_gpu_offload() is False): using the CPU tier; install a CUDA build",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return 0.0
+    return sum(g.free_mb for g in gpus)
+
+
+def select_tier(
+    path: Path | str,
+    free_vram_mb: float | None = None,
+    *,
+    model_path: Path | str | None = None,
+    force: bool = False,
+) -> Tier:
+    """The tier to load on this machine now; see select_profile."""
+    profile = load_profile(path)
+    if model_path is not None and not force:
+        check_model(profile, model_path)
+    free = detect_free_vram_mb() if free_vram_mb is None else free_vram_mb
+    return profile.tier_for(free)
+
+
+def select_profile(
+    path: Path | str,
+    free_vram_mb: float | None = None,
+    *,
+    model_path: Path | str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Keyword arguments for Llama(model_path=..., **keys) from the best tier that fits.
+
+    `free_vram_mb` defaults to what NVML reports now (call it before loading the model).
+    With `model_path`, a profile measured with another model file is refused unless `force`.
+    """
+    return select_tier(path, free_vram_mb, model_path=model_path, force=force).llama.kwargs()
+
+
+def _header(profile: Profile) -> str:
+    p = profile.provenance
+    machine = p.gpu or f"CPU only ({p.cpu})"
+    trials = ", ".join(str(n) for n in p.trials) or "none"
+    lines = [
+        f"Desktop-Mate LLM profile for {profile.model.file}, written by dm-tune "
+        f"{p.dm_tune_version} on {p.created.isoformat(timespec='seconds')}.",
+        f"Measured on {machine} with llama-cpp-python {p.llama_cpp_version},",
+        f"study '{p.study}' ({p.storage}), trials {trials}, prefer={p.prefer}.",
+        "The app calls tuner.profile.select_profile(this file) to pick the first tier whose",
+        "min_vram_free_mb fits the free VRAM; the last tier runs on the CPU.",
+        "Don't edit measured values: regenerate on the target machine with `dm-tune run`",
+        "then `dm-tune export` (docs/desktop-mate.md).",
+    ]
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def profile_to_yaml(profile: Profile) -> str:
+    data = profile.model_dump(mode="json")
+    for tier in data["tiers"]:
+        tier["llama"] = {k: v for k, v in tier["llama"].items() if v is not None}
+        if not tier["note"]:
+            del tier["note"]
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return _header(profile) + body
+
+
+def write_profile(path: Path | str, profile: Profile) -> None:
+    """Write atomically (never a half-written file for the app to load), with a header comment."""
+    write_atomic(Path(path), profile_to_yaml(profile))
