@@ -46,9 +46,17 @@ def _register() -> None:
 
     app.add_typer(profile_cmd.app, name="profile")
 
+    from tuner.commands import doctor_cmd
+
+    app.command("doctor")(doctor_cmd.doctor)
+
 
 _register()
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -75,7 +75,7 @@ def _enqueue_baselines(study: optuna.Study, ctx: Context) -> list[str]:
         params = ctx.space.fit_baseline(dict(profile))
         if ctx.space.flash_attn_searched():
             params.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
-        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=False)
         names.append(name)
     return names
 

@@ -1,0 +1,24 @@
+"""Stand-in trial child: writes a fixed successful result (tests the parent's plumbing)."""
+
+import json
+import sys
+
+spec = json.load(open(sys.argv[1], encoding="utf-8"))
+metrics = {
+    "gen_tok_s": 50.0 + spec.get("params", {}).get("n_threads", 1),
+    "ttft_ms": 100.0,
+    "prompt_tok_s": 500.0,
+    "warm_ttft_ms": 20.0,
+    "load_s": 0.1,
+    "peak_rss_mb": 10.0,
+    "n_prompt_tokens": 50,
+    "n_generated": 8,
+    "gen_tok_s_cv": 0.0,
+    "ttft_ms_cv": 0.0,
+    "samples": [{"gen_tok_s": 51.0, "ttft_ms": 100.0, "prompt_tok_s": 500.0, "warm_ttft_ms": 20.0}],
+    "vram_mb": None,
+    "vram_source": None,
+    "extra": {},
+}
+print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
+json.dump({"ok": True, "metrics": metrics}, open(sys.argv[2], "w", encoding="utf-8"))

@@ -1,0 +1,14 @@
+"""Stand-in: the real child for the probe, a native-style crash (SIGSEGV) at the first decode."""
+
+import faulthandler
+import json
+import sys
+
+spec = json.load(open(sys.argv[1], encoding="utf-8"))
+if spec.get("probe"):
+    from objectives.child import main
+
+    sys.exit(main(sys.argv[1:]))
+print("dm-tune-phase: load", file=sys.stderr, flush=True)
+print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
+faulthandler._sigsegv()  # a real segmentation fault, as from a bad llama.cpp build

@@ -1,0 +1,16 @@
+"""Stand-in: the real child for the probe, then hangs forever in a trial, with a grandchild."""
+
+import json
+import subprocess
+import sys
+import time
+
+spec = json.load(open(sys.argv[1], encoding="utf-8"))
+if spec.get("probe"):
+    from objectives.child import main
+
+    sys.exit(main(sys.argv[1:]))
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[2] + ".grandchild", "w").write(str(grandchild.pid))
+print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
+time.sleep(600)

@@ -1,0 +1,149 @@
+"""`dm-tune run` end to end: real llama.cpp trials on the real demo GGUF, a real SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import stand_in
+from tuner.cli import app
+from tuner.errors import StudyAborted, UserError
+from tuner.settings import RunSettings
+from tuner.tune import tune
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def _args(model: Path, workload: Path, space: Path, *extra: str) -> list[str]:
+    return ["run", "--model", str(model), "--workload", str(workload), "--search-space",
+            str(space), *extra]
+
+
+def _load(db: Path) -> optuna.Study:
+    summaries = optuna.get_all_study_summaries(f"sqlite:///{db}")
+    assert len(summaries) == 1
+    return optuna.load_study(study_name=summaries[0].study_name, storage=f"sqlite:///{db}")
+
+
+def test_run_then_resume(demo_model: Path, quick_workload: Path, small_space: Path,
+                         chdir_tmp: Path) -> None:
+    r = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "4",
+                                 "--no-export", "--seed", "1"))
+    assert r.exit_code == 0, r.output
+    assert "[4/4]" in r.output and "Pareto front" in r.output
+    db = chdir_tmp / "studies" / "dm-tune.db"
+    study = _load(db)
+    trials = study.get_trials()
+    assert len(trials) == 4
+    assert [t.user_attrs.get("baseline") for t in trials[:3]] == [
+        "performance", "balanced", "cpu_fallback"]
+    ok = [t for t in trials if t.state.name == "COMPLETE"]
+    assert ok and all(t.user_attrs["metrics"]["vram_mb"] is None for t in ok)
+    assert study.user_attrs["model"]["sha256"]
+    # the legacy attribute optuna-dashboard 0.21 reads, and Optuna 5's own
+    assert all(t.system_attrs["constraints"][0] < 0 for t in ok)
+    assert all(t.constraints for t in ok)
+
+    r2 = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "6",
+                                  "--no-export"))
+    assert r2.exit_code == 0, r2.output
+    assert "Resuming study" in r2.output and "4 trials kept, 2 to run" in r2.output
+    assert len(_load(db).get_trials()) == 6
+
+    r3 = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "6",
+                                  "--no-export"))
+    assert r3.exit_code == 0 and "nothing to run" in r3.output
+
+
+def test_resume_with_other_settings_is_refused(demo_model: Path, quick_workload: Path,
+                                               small_space: Path, chdir_tmp: Path) -> None:
+    base = _args(demo_model, quick_workload, small_space, "--trials", "1", "--no-export",
+                 "--no-baselines")
+    assert runner.invoke(app, base).exit_code == 0
+    r = runner.invoke(app, [*base, "--vram-budget", "4GB"])
+    assert r.exit_code == 2
+    assert "made with other settings" in r.output and "vram_budget_mb 6144.0 -> 4096.0" in r.output
+
+
+def _settings(model: Path, workload: Path, space: Path, tmp: Path, **kw: object) -> RunSettings:
+    return RunSettings(model=model, workload=workload, search_space=space, baselines=None,
+                       storage=f"sqlite:///{tmp}/s.db", export=False, **kw)  # type: ignore[arg-type]
+
+
+def test_a_build_that_crashes_every_trial_stops_the_study(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    s = _settings(demo_model, quick_workload, small_space, tmp_path, trials=50,
+                  child_argv=stand_in("crash_on_trial"))
+    with pytest.raises(StudyAborted, match="first 3 trials all crashed.*SIGSEGV.*rebuild"):
+        tune(s, echo=lambda _: None)
+    study = _load(tmp_path / "s.db")
+    assert len(study.get_trials()) == 3  # not 50
+    assert all(t.user_attrs["status"] == "crashed" for t in study.get_trials())
+
+
+def test_a_build_that_crashes_at_once_is_diagnosed_before_any_study(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    s = _settings(demo_model, quick_workload, small_space, tmp_path,
+                  child_argv=stand_in("crash_always"))
+    with pytest.raises(UserError, match=r"crashed \(SIGSEGV\) during smoke decode.*GGML_NATIVE=OFF"):
+        tune(s, echo=lambda _: None)
+    assert not (tmp_path / "s.db").exists()
+
+
+def test_hanging_trials_time_out_and_the_study_goes_on(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    s = _settings(demo_model, quick_workload, small_space, tmp_path, trials=2,
+                  trial_timeout_s=2.0, max_same_failures=5, child_argv=stand_in("hang"))
+    summary = tune(s, echo=lambda _: None)
+    assert summary.ran == 2
+    trials = _load(tmp_path / "s.db").get_trials()
+    assert [t.user_attrs["status"] for t in trials] == ["timeout", "timeout"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT like a terminal's Ctrl-C")
+def test_ctrl_c_keeps_the_study_and_a_rerun_continues(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "s.db"
+    cmd = [sys.executable, "-m", "tuner.cli", *_args(demo_model, quick_workload, small_space),
+           "--trials", "6", "--no-export", "--no-baselines", "--storage", f"sqlite:///{db}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[2/6]"):
+            time.sleep(0.5)  # inside trial 3
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 130, out
+    assert "Run the same command again to resume" in out
+    study = _load(db)
+    states = [t.state.name for t in study.get_trials()]
+    assert "RUNNING" not in states
+    kept = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(kept) >= 2
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Resuming study" in again.stdout
+    trials = _load(db).get_trials()
+    counted = [t for t in trials if t.user_attrs.get("status") != "interrupted"]
+    assert len(counted) == 6
+    interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
+    for t in interrupted:  # re-run, not lost
+        assert any(o.user_attrs.get("retry_of") == t.number for o in trials)

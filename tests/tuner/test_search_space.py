@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tuner.errors import UserError
+from tuner.paths import default_config
+from tuner.search_space import Machine, key_of, load_search_space_config, resolve
+
+GPU = Machine(logical_cores=16, layers=33, gpu_offload=True, min_ctx=700, trained_ctx=32768)
+CPU = Machine(logical_cores=2, layers=31, gpu_offload=False, min_ctx=700, trained_ctx=8192)
+
+
+def test_default_space_resolves_for_the_model_and_machine() -> None:
+    cfg = load_search_space_config(default_config("search_space.yaml"))
+    space = resolve(cfg, GPU)
+    assert space.n_ctx_choices == (1024, 2048, 4096, 8192)  # 700 tokens needed
+    s2 = resolve(cfg, Machine(16, 33, True, min_ctx=1500))
+    assert s2.n_ctx_choices == (2048, 4096, 8192)
+    assert any("dropped" in n for n in s2.notices)
+
+
+def test_sampled_values_stay_in_bounds() -> None:
+    space = resolve(load_search_space_config(default_config("search_space.yaml")), GPU)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(30):
+        t = study.ask()
+        p = space.suggest(t)
+        assert 1 <= p["n_threads"] <= 16
+        assert 0 <= p["n_gpu_layers"] <= 33
+        assert p["n_ctx"] >= 700
+        assert "flash_attn" in p  # searched on a GPU build by default
+        study.tell(t, [1.0, 1.0])
+
+
+def test_cpu_build_fixes_gpu_layers_to_zero_with_a_notice() -> None:
+    space = resolve(load_search_space_config(default_config("search_space.yaml")), CPU)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    t = study.ask()
+    p = space.suggest(t)
+    assert p["n_gpu_layers"] == 0 and "flash_attn" not in p
+    assert any("n_gpu_layers fixed to 0" in n for n in space.notices)
+
+
+@pytest.mark.parametrize("layers", [-1, 33, 35, 43, 99])
+def test_all_layers_normalize_to_one_value(layers: int) -> None:
+    space = resolve(load_search_space_config(default_config("search_space.yaml")), GPU)
+    p = space.normalize({"n_gpu_layers": layers, "n_ctx": 2048, "n_batch": 512})
+    assert p["n_gpu_layers"] == 33
+    assert key_of(p) == key_of(space.normalize({"n_gpu_layers": -1, "n_ctx": 2048, "n_batch": 512}))
+
+
+def test_ubatch_never_above_batch_and_quantized_v_needs_flash_attention() -> None:
+    space = resolve(load_search_space_config(default_config("search_space.yaml")), GPU)
+    p = space.normalize({"n_batch": 64, "n_ubatch": 512, "type_v": "q8_0", "flash_attn": False})
+    assert p["n_ubatch"] == 64 and p["type_v"] == "f16"
+
+
+def test_baseline_is_fitted_to_the_grid() -> None:
+    space = resolve(load_search_space_config(default_config("search_space.yaml")), CPU)
+    p = space.fit_baseline(
+        {"n_gpu_layers": -1, "n_ctx": 4096, "n_batch": 500, "n_threads": 8, "use_mlock": True}
+    )
+    assert p == {
+        "n_gpu_layers": 0,
+        "n_ctx": 4096,
+        "n_batch": 512,
+        "n_threads": 2,
+        "use_mlock": True,
+    }
+
+
+def test_workload_larger_than_every_ctx_choice_is_explained(tmp_path: Path) -> None:
+    cfg = load_search_space_config(default_config("search_space.yaml"))
+    with pytest.raises(UserError, match="needs 9000 tokens of context"):
+        resolve(cfg, Machine(2, 31, False, min_ctx=9000))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("n_thread: {low: 1, high: 2}\n", "unknown key 'n_thread'"),
+        ("n_threads: {low: 4, high: 2}\n", "low \\(4\\) is above high \\(2\\)"),
+        ("n_batch: {choices: [0, 64]}\n", "positive"),
+        ("type_k: {enabled: true, choices: [q9_9]}\n", "unknown KV cache type"),
+        ("n_ctx: {choices: []}\n", "n_ctx"),
+    ],
+)
+def test_bad_yaml_is_one_clear_error(tmp_path: Path, text: str, match: str) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("version: 1\n" + text)
+    with pytest.raises(UserError, match=match):
+        load_search_space_config(p)
