@@ -50,6 +50,10 @@ def _register() -> None:
 
     app.command("doctor")(doctor_cmd.doctor)
 
+    from tuner.commands import export_cmd
+
+    app.command("export")(export_cmd.export)
+
 
 _register()
 

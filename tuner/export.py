@@ -1,0 +1,83 @@
+"""Export the best feasible settings of a study as the profile YAML Desktop-Mate loads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner.errors import UserError
+from tuner.profile import ProfileError, write_profile
+from tuner.profile_build import build_profile
+from tuner.progress import describe_settings
+
+Echo = Callable[[str], None]
+
+
+def _provenance(study: optuna.Study, storage: str) -> dict[str, Any]:
+    hw = study.user_attrs.get("hardware", {})
+    gpus = hw.get("gpus") or []
+    return {
+        "gpu": gpus[0]["name"] if gpus else None,
+        "driver": gpus[0]["driver"] if gpus else None,
+        "cpu": f"{hw.get('cpu', 'unknown CPU')} ({hw.get('logical_cores', '?')} threads)",
+        "llama_cpp_version": str(study.user_attrs.get("llama_cpp_version", "unknown")),
+        "study": study.study_name,
+        "storage": storage,
+    }
+
+
+def export_profile(
+    study: optuna.Study,
+    *,
+    prefer: str,
+    out_dir: Path,
+    storage: str,
+    output: Path | None = None,
+    echo: Echo = print,
+) -> Path:
+    """Build the tiered profile from the study's feasible trials and write it atomically."""
+    attrs = study.user_attrs
+    if "model" not in attrs or "settings" not in attrs:
+        raise UserError(f"study '{study.study_name}' was not made by dm-tune run; nothing to export")
+    m = attrs["model"]
+    model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
+    gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
+    try:
+        profile = build_profile(
+            study.get_trials(deepcopy=False),
+            model=model,
+            provenance=_provenance(study, storage),
+            budget_mb=float(attrs["settings"]["vram_budget_mb"]),
+            prefer=prefer,
+            gpu_present=gpu_present,
+        )
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    path = output or out_dir / f"{study.study_name}.yaml"
+    try:
+        write_profile(path, profile)
+    except OSError as exc:
+        raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
+    default = profile.tier(profile.default_tier)
+    echo(f"Profile written: {path}")
+    for tier in profile.tiers:
+        mark = " (default)" if tier.name == profile.default_tier else ""
+        meas = tier.measured
+        perf = (
+            f"{meas.gen_tok_s.median:.1f} tok/s, {meas.ttft_ms.median:.0f} ms"
+            if meas is not None
+            else "not measured"
+        )
+        echo(
+            f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
+            f"{describe_settings(tier.llama.kwargs())} | {perf}"
+        )
+    echo(
+        f"Chosen by --prefer {prefer} among the Pareto-optimal trials within the VRAM budget "
+        f"(docs/selection.md). Load it: Llama(model_path=..., **tier.llama). "
+        f"Default tier: {default.name}."
+    )
+    return path
