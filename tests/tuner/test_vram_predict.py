@@ -1,0 +1,117 @@
+"""The VRAM predictor against llama.cpp's own buffer sizes from real loads of generated GGUFs.
+
+On this CPU build the CPU buffers stand in for the GPU's: the weights, KV and compute formulas
+are the same, only the device differs (placement is checked separately, from llama.cpp's rule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.make_gguf import write_llama_gguf
+from scripts.measure_buffers import measure
+from tuner.gguf_info import GGUFInfo, read_gguf
+from tuner.vram_predict import (
+    MIB,
+    compute_bytes,
+    gpu_layers,
+    kv_bytes_per_layer,
+    learn_overhead,
+    predict_min_vram,
+    predict_vram,
+    weights_split,
+)
+
+# Q8_0 keeps llama.cpp's CPU from repacking weights into a second buffer, so the model
+# buffers it reports are the weights exactly once.
+SHAPES: dict[str, dict[str, Any]] = {
+    "narrow": dict(blocks=2, hidden=64, ffn=128, heads=2, kv_heads=1, quant="Q8_0"),
+    "gqa": dict(blocks=4, hidden=512, ffn=1536, heads=8, kv_heads=2, quant="Q8_0"),
+    "ffn_heavy": dict(blocks=2, hidden=128, ffn=32768, heads=2, kv_heads=1, quant="Q8_0"),
+}
+SETTINGS = [
+    {"n_ctx": 512, "n_batch": 512, "n_ubatch": 512, "flash_attn": False},
+    {"n_ctx": 1000, "n_batch": 256, "flash_attn": True},
+    {"n_ctx": 4096, "n_batch": 512, "n_ubatch": 128, "flash_attn": False, "type_k": "q8_0"},
+    {"n_ctx": 8192, "n_batch": 512, "n_ubatch": 512, "flash_attn": False},
+    {"n_ctx": 8192, "n_batch": 512, "flash_attn": True, "type_k": "q8_0", "type_v": "q4_0"},
+]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> dict[str, GGUFInfo]:
+    root = tmp_path_factory.mktemp("shapes")
+    out = {"demo": read_gguf(demo_model)}
+    for name, shape in SHAPES.items():
+        path = write_llama_gguf(
+            root / f"{name}.gguf", context_length=8192, tokenizer_from=demo_model, **shape
+        )
+        out[name] = read_gguf(path)
+    return out
+
+
+def _close(predicted: float, measured: float, rel: float = 0.05) -> bool:
+    return abs(predicted - measured) <= rel * measured + 0.01  # llama.cpp prints 2 decimals
+
+
+@pytest.mark.parametrize("name", ["demo", *SHAPES])
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(map(str, s.values())))
+def test_prediction_matches_llama_cpp(
+    models: dict[str, GGUFInfo], name: str, settings: dict[str, Any]
+) -> None:
+    info = models[name]
+    cpu = measure(info.path, settings)["CPU"]
+    kv = kv_bytes_per_layer(info, settings) * info.block_count / MIB
+    assert _close(kv, cpu["kv"], rel=0.001), (kv, cpu)
+    compute = compute_bytes(info, settings) / MIB
+    assert _close(compute, cpu["compute"]), (compute, cpu)
+
+
+@pytest.mark.parametrize("name", ["demo", *SHAPES])
+def test_weights_match_llama_cpp(models: dict[str, GGUFInfo], name: str) -> None:
+    info = models[name]
+    buffers = measure(info.path, {"n_ctx": 512})
+    measured = sum(kinds.get("model", 0.0) for kinds in buffers.values())
+    gpu, cpu = weights_split(info, 0)
+    assert gpu == 0
+    assert _close(cpu / MIB, measured, rel=0.01)
+    # Full offload moves everything but token_embd (tied models copy it to the output layer).
+    full = predict_vram(info, {"n_gpu_layers": -1, "n_ctx": 512}, 0.0).weights_mb
+    embd = next(t.n_bytes for t in info.tensors if t.name == "token_embd.weight") / MIB
+    tied = not any(t.name == "output.weight" for t in info.tensors)
+    assert full == pytest.approx(cpu / MIB - embd + (embd if tied else 0.0))
+
+
+def test_layer_placement_follows_llama_cpp() -> None:
+    # 32 blocks (0..31) + output layer 32, as for Mistral-7B.
+    assert gpu_layers(32, 0) == set()
+    assert gpu_layers(32, 1) == {31}
+    assert gpu_layers(32, 32) == set(range(32))  # all blocks, output layer still on the CPU
+    assert gpu_layers(32, 33) == set(range(33))
+    assert gpu_layers(32, 43) == gpu_layers(32, -1) == set(range(33))
+
+
+def test_partial_offload_counts_only_offloaded_blocks(models: dict[str, GGUFInfo]) -> None:
+    info = models["gqa"]  # 4 blocks
+    s = {"n_ctx": 2048, "n_gpu_layers": 2}
+    p = predict_vram(info, s, overhead_mb=300.0)
+    assert p.kv_mb == pytest.approx(2 * kv_bytes_per_layer(info, s) / MIB)
+    blk = sum(t.n_bytes for t in info.tensors if t.name.startswith(("blk.2.", "blk.3.")))
+    assert p.weights_mb == pytest.approx(blk / MIB)
+    assert p.total_mb == pytest.approx(p.weights_mb + p.kv_mb + p.compute_mb + 300.0)
+    assert predict_vram(info, {**s, "offload_kqv": False}, 0.0).kv_mb == 0.0
+
+
+def test_nothing_offloaded_is_only_overhead(models: dict[str, GGUFInfo]) -> None:
+    p = predict_min_vram(models["demo"], [4096, 2048], overhead_mb=250.0)
+    assert (p.weights_mb, p.kv_mb, p.compute_mb, p.total_mb) == (0.0, 0.0, 0.0, 250.0)
+
+
+def test_learn_overhead_is_a_robust_median() -> None:
+    pairs = [(1000.0, 1300.0), (2000.0, 2310.0), (500.0, 790.0), (800.0, 5000.0)]
+    assert learn_overhead(pairs) == pytest.approx(305.0)
+    assert learn_overhead([]) == 0.0
+    assert learn_overhead([(100.0, 50.0)]) == 0.0
