@@ -6,9 +6,10 @@ import ctypes
 import re
 from typing import Any
 
-
 # Lines worth keeping with a trial: buffer sizes, offload decisions, errors.
-RELEVANT = re.compile(r"buffer size|offload|error|failed|warning|CUDA|flash_attn|n_ctx|type_k", re.I)
+RELEVANT = re.compile(
+    r"buffer size|offload|error|failed|warning|CUDA|flash_attn|n_ctx|type_k", re.I
+)
 
 
 class LogCapture:

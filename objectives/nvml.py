@@ -1,8 +1,9 @@
-"""NVIDIA GPU readings through NVML (nvidia-ml-py). Every function degrades to "unknown" without one."""
+"""NVIDIA GPU readings through NVML (nvidia-ml-py); every reading degrades to "unknown"."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ def _bandwidth(nv: Any, h: Any) -> float | None:
     try:
         clock_mhz = nv.nvmlDeviceGetMaxClockInfo(h, nv.NVML_CLOCK_MEM)
         bus_bits = nv.nvmlDeviceGetMemoryBusWidth(h)
-        return float(clock_mhz) * 1e6 * 2 * bus_bits / 8 / 1e9
+        return float(clock_mhz) * 1e6 * 2 * float(bus_bits) / 8 / 1e9
     except Exception:
         return None
 
@@ -126,7 +127,7 @@ class GpuSampler:
 
     def _device_used(self) -> float:
         assert self._nv is not None
-        return sum(self._nv.nvmlDeviceGetMemoryInfo(h).used for h in self._handles) / 2**20
+        return float(sum(self._nv.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)) / 2**20
 
     def _process_used(self) -> float | None:
         """VRAM used by the child's process tree, None where NVML can't say (WDDM)."""
@@ -162,11 +163,12 @@ class GpuSampler:
             self._proc_peak = max(self._proc_peak or 0.0, proc)
         self._dev_peak = max(self._dev_peak, self._device_used())
         h = self._handles[0]
-        for fn, store, scale in (
+        readers: list[tuple[Callable[[], Any], list[float], float]] = [
             (lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu, self._util, 1.0),
             (lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU), self._temp, 1.0),
             (lambda: nv.nvmlDeviceGetPowerUsage(h), self._power, 1e-3),
-        ):
+        ]
+        for fn, store, scale in readers:
             try:
                 value = float(fn()) * scale
             except Exception:

@@ -56,7 +56,7 @@ class Workload(_Strict):
         return self._turns_text() + t.user.format(text=self.message) + t.generation_prefix
 
     def next_prompt(self) -> str | None:
-        """The following turn's prompt; it starts with the same text as `prompt()` up to the reply."""
+        """The next turn's prompt: `prompt()`'s text, then the reply and a new message."""
         if self.next_turn is None:
             return None
         t = self.template

@@ -24,7 +24,9 @@ def demo_model() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+def _isolated_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     # The session-scoped demo model uses the real cache; everything else a temp one.
     if "demo_model" not in request.fixturenames:
         monkeypatch.setenv("DM_TUNE_CACHE", str(tmp_path / "cache"))
@@ -39,10 +41,10 @@ def quick_workload(tmp_path: Path) -> Path:
         "system_prompt: Tu es Kira, une assistante virtuelle concise.\n"
         "history:\n"
         "  - user: Salut Kira !\n"
-        "    assistant: \"[joie] Salut ! Comment vas-tu ?\"\n"
+        '    assistant: "[joie] Salut ! Comment vas-tu ?"\n'
         "message: Tu peux me donner une idée de musique ?\n"
         "next_turn:\n"
-        "  assistant: \"[réflexion] Une nappe de synthé douce.\"\n"
+        '  assistant: "[réflexion] Une nappe de synthé douce."\n'
         "  user: Et pour le niveau suivant ?\n"
         "max_tokens: 8\n"
         "repeats: 1\n",

@@ -24,8 +24,16 @@ runner = CliRunner()
 
 
 def _args(model: Path, workload: Path, space: Path, *extra: str) -> list[str]:
-    return ["run", "--model", str(model), "--workload", str(workload), "--search-space",
-            str(space), *extra]
+    return [
+        "run",
+        "--model",
+        str(model),
+        "--workload",
+        str(workload),
+        "--search-space",
+        str(space),
+        *extra,
+    ]
 
 
 def _load(db: Path) -> optuna.Study:
@@ -34,10 +42,15 @@ def _load(db: Path) -> optuna.Study:
     return optuna.load_study(study_name=summaries[0].study_name, storage=f"sqlite:///{db}")
 
 
-def test_run_then_resume(demo_model: Path, quick_workload: Path, small_space: Path,
-                         chdir_tmp: Path) -> None:
-    r = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "4",
-                                 "--no-export", "--seed", "1"))
+def test_run_then_resume(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    r = runner.invoke(
+        app,
+        _args(
+            demo_model, quick_workload, small_space, "--trials", "4", "--no-export", "--seed", "1"
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert "[4/4]" in r.output and "Pareto front" in r.output
     db = chdir_tmp / "studies" / "dm-tune.db"
@@ -45,7 +58,10 @@ def test_run_then_resume(demo_model: Path, quick_workload: Path, small_space: Pa
     trials = study.get_trials()
     assert len(trials) == 4
     assert [t.user_attrs.get("baseline") for t in trials[:3]] == [
-        "performance", "balanced", "cpu_fallback"]
+        "performance",
+        "balanced",
+        "cpu_fallback",
+    ]
     ok = [t for t in trials if t.state.name == "COMPLETE"]
     assert ok and all(t.user_attrs["metrics"]["vram_mb"] is None for t in ok)
     assert study.user_attrs["model"]["sha256"]
@@ -53,21 +69,25 @@ def test_run_then_resume(demo_model: Path, quick_workload: Path, small_space: Pa
     assert all(t.system_attrs["constraints"][0] < 0 for t in ok)
     assert all(t.constraints for t in ok)
 
-    r2 = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "6",
-                                  "--no-export"))
+    r2 = runner.invoke(
+        app, _args(demo_model, quick_workload, small_space, "--trials", "6", "--no-export")
+    )
     assert r2.exit_code == 0, r2.output
     assert "Resuming study" in r2.output and "4 trials kept, 2 to run" in r2.output
     assert len(_load(db).get_trials()) == 6
 
-    r3 = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "6",
-                                  "--no-export"))
+    r3 = runner.invoke(
+        app, _args(demo_model, quick_workload, small_space, "--trials", "6", "--no-export")
+    )
     assert r3.exit_code == 0 and "nothing to run" in r3.output
 
 
-def test_resume_with_other_settings_is_refused(demo_model: Path, quick_workload: Path,
-                                               small_space: Path, chdir_tmp: Path) -> None:
-    base = _args(demo_model, quick_workload, small_space, "--trials", "1", "--no-export",
-                 "--no-baselines")
+def test_resume_with_other_settings_is_refused(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    base = _args(
+        demo_model, quick_workload, small_space, "--trials", "1", "--no-export", "--no-baselines"
+    )
     assert runner.invoke(app, base).exit_code == 0
     r = runner.invoke(app, [*base, "--vram-budget", "4GB"])
     assert r.exit_code == 2
@@ -75,16 +95,29 @@ def test_resume_with_other_settings_is_refused(demo_model: Path, quick_workload:
 
 
 def _settings(model: Path, workload: Path, space: Path, tmp: Path, **kw: object) -> RunSettings:
-    return RunSettings(model=model, workload=workload, search_space=space, baselines=None,
-                       storage=f"sqlite:///{tmp}/s.db", export=False, **kw)  # type: ignore[arg-type]
+    return RunSettings(
+        model=model,
+        workload=workload,
+        search_space=space,
+        baselines=None,
+        storage=f"sqlite:///{tmp}/s.db",
+        export=False,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_a_build_that_crashes_every_trial_stops_the_study(
     demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
 ) -> None:
-    s = _settings(demo_model, quick_workload, small_space, tmp_path, trials=50,
-                  child_argv=stand_in("crash_on_trial"))
-    with pytest.raises(StudyAborted, match="first 3 trials all crashed.*SIGSEGV.*rebuild"):
+    s = _settings(
+        demo_model,
+        quick_workload,
+        small_space,
+        tmp_path,
+        trials=50,
+        child_argv=stand_in("crash_on_trial"),
+    )
+    with pytest.raises(StudyAborted, match=r"first 3 trials all crashed.*SIGSEGV.*rebuild"):
         tune(s, echo=lambda _: None)
     study = _load(tmp_path / "s.db")
     assert len(study.get_trials()) == 3  # not 50
@@ -94,9 +127,12 @@ def test_a_build_that_crashes_every_trial_stops_the_study(
 def test_a_build_that_crashes_at_once_is_diagnosed_before_any_study(
     demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
 ) -> None:
-    s = _settings(demo_model, quick_workload, small_space, tmp_path,
-                  child_argv=stand_in("crash_always"))
-    with pytest.raises(UserError, match=r"crashed \(SIGSEGV\) during smoke decode.*GGML_NATIVE=OFF"):
+    s = _settings(
+        demo_model, quick_workload, small_space, tmp_path, child_argv=stand_in("crash_always")
+    )
+    with pytest.raises(
+        UserError, match=r"crashed \(SIGSEGV\) during smoke decode.*GGML_NATIVE=OFF"
+    ):
         tune(s, echo=lambda _: None)
     assert not (tmp_path / "s.db").exists()
 
@@ -104,8 +140,16 @@ def test_a_build_that_crashes_at_once_is_diagnosed_before_any_study(
 def test_hanging_trials_time_out_and_the_study_goes_on(
     demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
 ) -> None:
-    s = _settings(demo_model, quick_workload, small_space, tmp_path, trials=2,
-                  trial_timeout_s=2.0, max_same_failures=5, child_argv=stand_in("hang"))
+    s = _settings(
+        demo_model,
+        quick_workload,
+        small_space,
+        tmp_path,
+        trials=2,
+        trial_timeout_s=2.0,
+        max_same_failures=5,
+        child_argv=stand_in("hang"),
+    )
     summary = tune(s, echo=lambda _: None)
     assert summary.ran == 2
     trials = _load(tmp_path / "s.db").get_trials()
@@ -117,10 +161,21 @@ def test_ctrl_c_keeps_the_study_and_a_rerun_continues(
     demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
 ) -> None:
     db = tmp_path / "s.db"
-    cmd = [sys.executable, "-m", "tuner.cli", *_args(demo_model, quick_workload, small_space),
-           "--trials", "6", "--no-export", "--no-baselines", "--storage", f"sqlite:///{db}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=tmp_path)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuner.cli",
+        *_args(demo_model, quick_workload, small_space),
+        "--trials",
+        "6",
+        "--no-export",
+        "--no-baselines",
+        "--storage",
+        f"sqlite:///{db}",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+    )
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:

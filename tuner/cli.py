@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 import typer
 from typer.core import TyperGroup
 
@@ -14,7 +13,7 @@ from tuner.errors import UserError
 class _Group(TyperGroup):
     """Turns a UserError from any command into `error: ...` on stderr and exit code 2."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except UserError as exc:

@@ -41,7 +41,9 @@ def export_profile(
     """Build the tiered profile from the study's feasible trials and write it atomically."""
     attrs = study.user_attrs
     if "model" not in attrs or "settings" not in attrs:
-        raise UserError(f"study '{study.study_name}' was not made by dm-tune run; nothing to export")
+        raise UserError(
+            f"study '{study.study_name}' was not made by dm-tune run; nothing to export"
+        )
     m = attrs["model"]
     model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
     gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))

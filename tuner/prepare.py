@@ -106,9 +106,7 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
     info = read_gguf(model_path)
     texts = [workload.prompt()] + ([workload.next_prompt() or ""] if workload.next_turn else [])
     echo(f"Checking llama-cpp-python on {info.path.name} ...")
-    probe = run_probe(
-        info.path, texts, argv=list(s.child_argv) if s.child_argv else None
-    )
+    probe = run_probe(info.path, texts, argv=list(s.child_argv) if s.child_argv else None)
     hardware = detect()
     min_ctx = max(probe.n_tokens) + workload.max_tokens
     machine = Machine(

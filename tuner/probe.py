@@ -8,9 +8,7 @@ from pathlib import Path
 from objectives.runner import ChildResult, is_crash, run_child
 from tuner.errors import UserError
 
-PORTABLE_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
-)
+PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 
 
 @dataclass(frozen=True)
@@ -42,8 +40,13 @@ def crash_diagnosis(result: ChildResult, version: str | None = None) -> str:
     )
 
 
-def run_probe(model: Path, texts: list[str], timeout_s: float = 300, smoke: bool = True,
-              argv: list[str] | None = None) -> Probe:
+def run_probe(
+    model: Path,
+    texts: list[str],
+    timeout_s: float = 300,
+    smoke: bool = True,
+    argv: list[str] | None = None,
+) -> Probe:
     spec = {"probe": True, "model_path": str(model), "texts": texts, "smoke": smoke}
     res = run_child(spec, timeout_s, argv=argv, sample_gpu=False)
     version = res.payload.get("llama_cpp_version")

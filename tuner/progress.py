@@ -16,16 +16,25 @@ STREAK_ANYWHERE = 5  # after the start, this many identical failures in a row al
 
 
 def _fmt_s(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}"
 
 
 def describe_settings(p: dict[str, object]) -> str:
-    short = {"n_gpu_layers": "ngl", "n_ctx": "ctx", "n_batch": "batch", "n_threads": "thr",
-             "use_mlock": "mlock", "flash_attn": "fa", "n_ubatch": "ubatch",
-             "n_threads_batch": "thr_b", "offload_kqv": "kqv", "use_mmap": "mmap"}
+    short = {
+        "n_gpu_layers": "ngl",
+        "n_ctx": "ctx",
+        "n_batch": "batch",
+        "n_threads": "thr",
+        "use_mlock": "mlock",
+        "flash_attn": "fa",
+        "n_ubatch": "ubatch",
+        "n_threads_batch": "thr_b",
+        "offload_kqv": "kqv",
+        "use_mmap": "mmap",
+    }
     parts = []
     for k, v in p.items():
         if isinstance(v, bool):

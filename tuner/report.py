@@ -97,12 +97,13 @@ def render_summary(trials: Sequence[FrozenTrial], prefer: str) -> str:
         )
     front = pareto_front(trials)
     if front:
-        pts = ", ".join(f"#{t.number} ({t.values[0]:.1f} tok/s, {t.values[1]:.0f} ms)" for t in front)
+        pts = ", ".join(
+            f"#{t.number} ({t.values[0]:.1f} tok/s, {t.values[1]:.0f} ms)" for t in front
+        )
         out.append(f"Pareto front (feasible): {pts}")
     if best.role.startswith("best"):
         out.append(
-            f"'Best' = the Pareto-front trial chosen by --prefer {prefer} "
-            "(see docs/selection.md)."
+            f"'Best' = the Pareto-front trial chosen by --prefer {prefer} (see docs/selection.md)."
         )
     else:
         out.append("No trial fits the VRAM budget.")

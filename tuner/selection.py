@@ -25,7 +25,8 @@ PREFER_CHOICES: tuple[str, ...] = ("throughput", "latency", "balanced")
 
 
 def is_feasible(t: FrozenTrial) -> bool:
-    return all(v <= 0.0 for v in t.constraints.values())
+    ok: bool = all(float(v) <= 0.0 for v in t.constraints.values())
+    return ok
 
 
 def candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -37,7 +38,8 @@ def candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
-    (ta, la), (tb, lb) = a.values, b.values
+    ta, la = float(a.values[0]), float(a.values[1])
+    tb, lb = float(b.values[0]), float(b.values[1])
     return ta >= tb and la <= lb and (ta > tb or la < lb)
 
 
@@ -59,7 +61,7 @@ def _n_ctx(t: FrozenTrial) -> int:
 
 def _score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:
     """Lower is better."""
-    tps, lat = t.values
+    tps, lat = float(t.values[0]), float(t.values[1])
     if prefer == "throughput":
         return -tps
     if prefer == "latency":

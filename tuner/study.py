@@ -25,7 +25,10 @@ from tuner.trial_record import (
 )
 
 Echo = Callable[[str], None]
-DIRECTIONS = ["maximize", "minimize"]  # generation tok/s, first-token latency (ms)
+DIRECTIONS: list[optuna.study.StudyDirection] = [
+    optuna.study.StudyDirection.MAXIMIZE,
+    optuna.study.StudyDirection.MINIMIZE,
+]  # generation tok/s, first-token latency (ms)
 
 
 class TrialFailed(Exception):

@@ -17,7 +17,9 @@ def load_existing_study(storage: str, study_name: str | None) -> optuna.Study:
             "or pass --storage URL"
         )
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    names = [
+        s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    ]
     if not names:
         raise UserError(f"no study in {storage}; run `dm-tune run` first")
     if study_name is None:

@@ -6,10 +6,14 @@ from objectives.metrics import Sample, TrialMetrics, cv
 
 
 def test_medians_and_spread() -> None:
-    samples = [Sample(10.0, 100.0, 500.0, 20.0), Sample(12.0, 90.0, 520.0, 25.0),
-               Sample(11.0, 300.0, 510.0, None)]
-    m = TrialMetrics.from_samples(samples, load_s=1.0, peak_rss_mb=5.0, n_prompt_tokens=10,
-                                  n_generated=8)
+    samples = [
+        Sample(10.0, 100.0, 500.0, 20.0),
+        Sample(12.0, 90.0, 520.0, 25.0),
+        Sample(11.0, 300.0, 510.0, None),
+    ]
+    m = TrialMetrics.from_samples(
+        samples, load_s=1.0, peak_rss_mb=5.0, n_prompt_tokens=10, n_generated=8
+    )
     assert m.gen_tok_s == 11.0
     assert m.ttft_ms == 100.0  # the median ignores the one slow outlier
     assert m.warm_ttft_ms == 22.5
@@ -18,8 +22,9 @@ def test_medians_and_spread() -> None:
 
 
 def test_round_trip() -> None:
-    m = TrialMetrics.from_samples([Sample(1.0, 2.0, 3.0)], load_s=0.1, peak_rss_mb=1.0,
-                                  n_prompt_tokens=1, n_generated=1)
+    m = TrialMetrics.from_samples(
+        [Sample(1.0, 2.0, 3.0)], load_s=0.1, peak_rss_mb=1.0, n_prompt_tokens=1, n_generated=1
+    )
     assert TrialMetrics.from_dict(m.to_dict()) == m
 
 

@@ -11,10 +11,14 @@ from tuner.storage import DEFAULT_STORAGE
 
 
 def export(
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"),
+    storage: str = typer.Option(
+        DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"
+    ),
     study: str | None = typer.Option(None, "--study", help="Study name (default: the only one)"),
     prefer: str = typer.Option(
-        "balanced", "--prefer", help="Pick among Pareto-optimal trials: throughput | latency | balanced"
+        "balanced",
+        "--prefer",
+        help="Pick among Pareto-optimal trials: throughput | latency | balanced",
     ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Profile path to write"),
     profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
@@ -27,5 +31,11 @@ def export(
     if prefer not in PREFER_CHOICES:
         raise UserError(f"--prefer must be one of {', '.join(PREFER_CHOICES)} (got {prefer!r})")
     s = load_existing_study(storage, study)
-    export_profile(s, prefer=prefer, out_dir=profile_dir, storage=storage, output=output,
-                   echo=lambda line: typer.echo(line))
+    export_profile(
+        s,
+        prefer=prefer,
+        out_dir=profile_dir,
+        storage=storage,
+        output=output,
+        echo=lambda line: typer.echo(line),
+    )

@@ -11,6 +11,10 @@ from tuner.settings import RunSettings
 from tuner.storage import DEFAULT_STORAGE
 from tuner.units import parse_size_mb
 
+SPACE = default_config("search_space.yaml")
+WORKLOAD = default_config("workload.yaml")
+BASELINES = default_config("baselines.yaml")
+
 
 def run(
     model: Path | None = typer.Option(
@@ -18,11 +22,13 @@ def run(
     ),
     trials: int = typer.Option(50, "--trials", "-n", help="Total trials the study should hold"),
     vram_budget: str = typer.Option("6GB", "--vram-budget", help="VRAM limit, e.g. 6GB, 5000MB"),
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"),
+    storage: str = typer.Option(
+        DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"
+    ),
     study: str | None = typer.Option(None, "--study", help="Study name (default: model+hardware)"),
-    search_space: Path = typer.Option(default_config("search_space.yaml"), "--search-space"),
-    workload: Path = typer.Option(default_config("workload.yaml"), "--workload"),
-    baselines: Path = typer.Option(default_config("baselines.yaml"), "--baselines"),
+    search_space: Path = typer.Option(SPACE, "--search-space", help="Search space YAML"),
+    workload: Path = typer.Option(WORKLOAD, "--workload", help="Workload YAML (the chat turn)"),
+    baselines: Path = typer.Option(BASELINES, "--baselines", help="Baseline profiles YAML"),
     no_baselines: bool = typer.Option(False, "--no-baselines", help="Don't measure app profiles"),
     trial_timeout: float = typer.Option(600.0, "--trial-timeout", help="Seconds per trial"),
     latency: str = typer.Option("cold", "--latency", help="Latency objective: cold | warm"),
