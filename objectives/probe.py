@@ -28,9 +28,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
     del vocab
     if spec.get("smoke", True):
         phase("smoke load")
-        llm = llama_cpp.Llama(
-            model_path=spec["model_path"], n_ctx=256, n_batch=32, n_gpu_layers=0, verbose=False
-        )
+        llm = llama_cpp.Llama(model_path=spec["model_path"], **spec["smoke_params"], verbose=False)
         phase("smoke decode")
         tokens = llm.tokenize(b"Bonjour", add_bos=True, special=True)
         for i, _ in enumerate(llm.generate(tokens, temp=0.0)):

@@ -14,11 +14,13 @@ from tuner.errors import UserError
 from tuner.gguf_info import GGUFInfo, read_gguf
 from tuner.hardware import Hardware, detect, slugify
 from tuner.model_file import sha256_cached
-from tuner.probe import Probe, run_probe
+from tuner.probe import SMOKE_PARAMS, Probe, run_probe
 from tuner.search_space import Machine, SearchSpace, load_search_space_config, resolve
 from tuner.selection import PREFER_CHOICES
 from tuner.settings import RunSettings
 from tuner.storage import CheckedStorage, check_storage
+from tuner.vram_guard import VramGuard
+from tuner.vram_predict import predict_min_vram, predict_vram
 from tuner.yaml_io import load_model
 
 
@@ -36,6 +38,7 @@ class Context:
     probe: Probe
     storage: CheckedStorage
     study_name: str
+    vram_guard: VramGuard | None = None  # set where trials can use an NVIDIA GPU
 
     @property
     def gpu_active(self) -> bool:
@@ -123,6 +126,9 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
             "llama-cpp-python cannot offload to it; every trial runs on the CPU. "
             "Run `dm-tune doctor` for the reinstall command."
         )
+    guard = None
+    if hardware.gpus and probe.gpu_offload:
+        guard = _vram_guard(info, probe, space, s.vram_budget_mb)
     sha = sha256_cached(info.path)
     name = s.study_name or slugify(f"{info.path.stem}-{hardware.slug()}", max_len=96)
     return Context(
@@ -136,4 +142,19 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
         probe=probe,
         storage=storage,
         study_name=name,
+        vram_guard=guard,
     )
+
+
+def _vram_guard(info: GGUFInfo, probe: Probe, space: SearchSpace, budget_mb: float) -> VramGuard:
+    """Overhead measured by the probe's no-offload load; refuse a budget nothing can meet."""
+    base = predict_vram(info, SMOKE_PARAMS, 0.0).total_mb
+    overhead = max(0.0, (probe.smoke_vram_mb or 0.0) - base)
+    least = predict_min_vram(info, space.n_ctx_choices, overhead)
+    if least.total_mb > budget_mb:
+        raise UserError(
+            f"no setting fits a VRAM budget of {budget_mb:.0f} MB: with no layer on the GPU this "
+            f"build still needs about {least.total_mb:.0f} MB (measured CUDA context and buffers); "
+            "raise --vram-budget, or install a CPU-only llama-cpp-python to tune CPU settings"
+        )
+    return VramGuard(info=info, budget_mb=budget_mb, overhead_mb=overhead)

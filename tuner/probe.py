@@ -8,6 +8,7 @@ from pathlib import Path
 from objectives.runner import ChildResult, is_crash, run_child
 from tuner.errors import UserError
 
+SMOKE_PARAMS = {"n_gpu_layers": 0, "n_ctx": 256, "n_batch": 32}
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 
 
@@ -17,6 +18,7 @@ class Probe:
     gpu_offload: bool
     system_info: str
     n_tokens: tuple[int, ...]
+    smoke_vram_mb: float | None = None  # VRAM of a load with no layer offloaded (GPU builds)
 
 
 def rebuild_hint(version: str | None = None) -> str:
@@ -47,8 +49,14 @@ def run_probe(
     smoke: bool = True,
     argv: list[str] | None = None,
 ) -> Probe:
-    spec = {"probe": True, "model_path": str(model), "texts": texts, "smoke": smoke}
-    res = run_child(spec, timeout_s, argv=argv, sample_gpu=False)
+    spec = {
+        "probe": True,
+        "model_path": str(model),
+        "texts": texts,
+        "smoke": smoke,
+        "smoke_params": SMOKE_PARAMS,
+    }
+    res = run_child(spec, timeout_s, argv=argv, sample_gpu=True)
     version = res.payload.get("llama_cpp_version")
     if res.status == "crashed" or (res.returncode is not None and is_crash(res.returncode)):
         raise UserError(crash_diagnosis(res, version))
@@ -68,4 +76,5 @@ def run_probe(
         gpu_offload=bool(p["gpu_offload"]),
         system_info=str(p.get("system_info", "")),
         n_tokens=tuple(int(n) for n in p["n_tokens"]),
+        smoke_vram_mb=res.gpu.vram_mb,
     )

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from objectives.llama_buffers import parse_buffers
 from objectives.runner import ChildResult, run_child
 from tuner.errors import StudyAborted, UserError
 from tuner.prepare import Context
@@ -23,6 +24,7 @@ from tuner.trial_record import (
     record_child,
     set_vram_constraint,
 )
+from tuner.vram_guard import seed_pairs
 
 Echo = Callable[[str], None]
 DIRECTIONS: list[optuna.study.StudyDirection] = [
@@ -153,6 +155,9 @@ def make_objective(
     s = ctx.settings
     budget = s.vram_budget_mb
     workload = ctx.workload_spec()
+    guard = ctx.vram_guard
+    if guard is not None:
+        guard.pairs.extend(seed_pairs(study.get_trials(deepcopy=False)))
 
     def objective(trial: optuna.Trial) -> list[float]:
         last.pop("result", None)
@@ -177,6 +182,20 @@ def make_objective(
             reason = f"same settings as trial {prev.number}: {prev.user_attrs.get('reason', '')}"
             trial.set_user_attr("reason", reason)
             raise TrialFailed(reason)
+        pred = None
+        if guard is not None:
+            pred = guard.predict(params)
+            trial.set_user_attr("vram_predicted_mb", round(pred.total_mb, 1))
+            trial.set_user_attr("vram_predicted", pred.to_dict())
+            if guard.over_budget(pred):
+                trial.set_user_attr("status", "over_budget_predicted")
+                trial.set_user_attr(
+                    "reason",
+                    f"predicted {pred.total_mb:.0f} MB VRAM > budget {budget:.0f} MB "
+                    f"(weights {pred.weights_mb:.0f}, KV {pred.kv_mb:.0f}, compute "
+                    f"{pred.compute_mb:.0f}, overhead {pred.overhead_mb:.0f}); not loaded",
+                )
+                raise optuna.TrialPruned("predicted over the VRAM budget")
         spec = {"model_path": str(ctx.model.path), "params": params, "workload": workload}
         try:
             res = run_child(
@@ -188,9 +207,18 @@ def make_objective(
             raise
         last["result"] = res
         record_child(trial, res)
+        buffers = parse_buffers(str(res.payload.get("llama_log", "")))
+        if buffers:
+            trial.set_user_attr("llama_buffers", buffers)
         if res.status != "ok" or res.metrics is None:
             raise TrialFailed(res.reason or res.status)
-        set_vram_constraint(trial, res.metrics.vram_mb, budget)
+        vram = res.metrics.vram_mb
+        if guard is not None and pred is not None and vram:
+            trial.set_user_attr(
+                "vram_prediction_error_pct", round((pred.total_mb - vram) / vram * 100, 2)
+            )
+            guard.learn(pred, vram)
+        set_vram_constraint(trial, vram, budget)
         return objective_values(res.metrics.to_dict(), s.latency)
 
     return objective
