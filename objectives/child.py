@@ -12,6 +12,7 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,13 @@ def peak_rss_mb() -> float:
     return float(peak) / 2**20
 
 
+def _process_start() -> float:
+    """When this interpreter was started (wall clock), for the per-trial start-up overhead."""
+    import psutil
+
+    return float(psutil.Process().create_time())
+
+
 def _write(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
@@ -58,6 +66,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
         return probe(spec)
     phase("load")
+    startup_s = time.time() - _process_start()
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(
@@ -93,6 +102,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         n_prompt_tokens=n_prompt,
         n_generated=n_gen,
     )
+    metrics = replace(metrics, extra={"startup_s": round(startup_s, 3)})
     phase("done")
     return {"ok": True, "metrics": metrics.to_dict(), "llama_log": log.relevant(), **info}
 

@@ -14,14 +14,30 @@ def phase(name: str) -> None:
     print(f"dm-tune-phase: {name}", file=sys.stderr, flush=True)
 
 
-def _answer(llm: Any, tokens: list[int], n: int, temperature: float, top_p: float) -> list[float]:
-    """Generate exactly n tokens (EOS does not stop it); return the time of each token."""
+PROGRESS_EVERY = 16
+
+
+def _answer(
+    llm: Any, tokens: list[int], n: int, temperature: float, top_p: float, report: bool = False
+) -> list[float]:
+    """Generate exactly n tokens (EOS does not stop it); return the time of each token.
+
+    With `report`, progress lines ("dm-tune-progress: TOKENS TTFT_S GEN_S") let the parent stop
+    a trial that is already clearly worse than what the study has (pruning)."""
     times: list[float] = []
     if n <= 0:
         return times
+    t0 = time.perf_counter()
     for _tok in llm.generate(tokens, temp=temperature, top_p=top_p, reset=True):
         times.append(time.perf_counter())
-        if len(times) >= n:
+        k = len(times)
+        if report and (k == 1 or k % PROGRESS_EVERY == 0):
+            print(
+                f"dm-tune-progress: {k} {times[0] - t0:.4f} {times[-1] - times[0]:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if k >= n:
             break
     return times
 
@@ -52,7 +68,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
         llm.set_seed(int(w["seed"]) + i)
         llm.reset()  # n_tokens = 0: the whole prompt is processed again (cold)
         t0 = time.perf_counter()
-        times = _answer(llm, prompt, n_gen, temperature, top_p)
+        times = _answer(llm, prompt, n_gen, temperature, top_p, report=i == 0)
         ttft = times[0] - t0
         gen_s = times[-1] - times[0]
         gen_tok_s = (len(times) - 1) / gen_s if len(times) > 1 and gen_s > 0 else 0.0

@@ -118,6 +118,14 @@ class GpuSampler:
         self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
         self._thread.start()
 
+    def peak_mb(self) -> float | None:
+        """Peak VRAM of the child so far (per process, else the device delta)."""
+        if self._nv is None:
+            return None
+        if self._proc_peak:
+            return self._proc_peak
+        return max(0.0, self._dev_peak - self._dev_base)
+
     def mark_generation(self, active: bool) -> None:
         """Telemetry (util/temp/power) is averaged only while set; VRAM is tracked throughout."""
         if active:

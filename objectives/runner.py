@@ -12,7 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,26 @@ import psutil
 from objectives.metrics import TrialMetrics
 from objectives.nvml import GpuReading, GpuSampler
 
-Status = Literal["ok", "failed", "oom", "crashed", "timeout"]
+Status = Literal["ok", "failed", "oom", "crashed", "timeout", "pruned"]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What the parent knows about a running trial child, for a pruning decision."""
+
+    phase: str | None
+    elapsed_s: float  # since the first measured answer started (repeat 1)
+    tokens: int  # generated so far in the first measured answer
+    ttft_s: float | None  # its first-token latency once known
+    gen_s: float  # seconds from its first token to the latest progress line
+    vram_mb: float | None  # peak so far (None without a readable GPU)
+
+    @property
+    def gen_tok_s(self) -> float | None:
+        return (self.tokens - 1) / self.gen_s if self.tokens > 1 and self.gen_s > 0 else None
+
+
+Watcher = Callable[[Watch], str | None]
 
 CHILD_ARGV = [sys.executable, "-m", "objectives.child"]
 OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
@@ -98,8 +118,17 @@ def _last_phase(text: str) -> str | None:
     return phase
 
 
+def _watch(text: str, elapsed: float, vram: float | None) -> Watch:
+    tokens, ttft, gen = 0, None, 0.0
+    for line in text.splitlines():
+        if line.startswith("dm-tune-progress: "):
+            parts = line.split()
+            tokens, ttft, gen = int(parts[1]), float(parts[2]), float(parts[3])
+    return Watch(_last_phase(text), elapsed, tokens, ttft, gen, vram)
+
+
 def _tail(text: str, n: int = 20) -> str:
-    lines = [ln for ln in text.splitlines() if not ln.startswith("dm-tune-phase: ")]
+    lines = [ln for ln in text.splitlines() if not ln.startswith("dm-tune-")]
     return "\n".join(lines[-n:])
 
 
@@ -115,6 +144,7 @@ def run_child(
     *,
     argv: list[str] | None = None,
     sample_gpu: bool = True,
+    watcher: Watcher | None = None,
 ) -> ChildResult:
     """Run one trial child to completion, timeout or crash; never raises for child failures.
 
@@ -137,6 +167,8 @@ def run_child(
             if sampler is not None:
                 sampler.start(proc.pid)
             timed_out = False
+            pruned: str | None = None
+            started: float | None = None  # when repeat 1 was first seen
             try:
                 while True:
                     try:
@@ -148,9 +180,19 @@ def run_child(
                             kill_tree(proc.pid)
                             proc.wait()
                             break
+                        text = err_path.read_text("utf-8", errors="replace")
+                        phase = _last_phase(text)
                         if sampler is not None:
-                            phase = _last_phase(err_path.read_text("utf-8", errors="replace"))
                             sampler.mark_generation(bool(phase and phase.startswith("repeat")))
+                        if watcher is not None and phase == "repeat 1":
+                            now = time.perf_counter()
+                            started = started or now
+                            vram = sampler.peak_mb() if sampler is not None else None
+                            pruned = watcher(_watch(text, now - started, vram))
+                            if pruned:
+                                kill_tree(proc.pid)
+                                proc.wait()
+                                break
             except BaseException:
                 kill_tree(proc.pid)
                 proc.wait()
@@ -166,6 +208,16 @@ def run_child(
                 payload = json.loads(result_path.read_text("utf-8"))
             except ValueError:
                 payload = {}
+    if pruned:
+        return ChildResult(
+            "pruned",
+            pruned,
+            returncode=proc.returncode,
+            phase=_last_phase(stderr),
+            gpu=gpu,
+            wall_s=wall,
+            payload={"watch": asdict(_watch(stderr, t0 + wall - (started or t0), gpu.vram_mb))},
+        )
     return _classify(proc.returncode, timed_out, timeout_s, payload, stderr, gpu, wall)
 
 

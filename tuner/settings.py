@@ -26,5 +26,6 @@ class RunSettings:
     seed: int | None = None
     export: bool = True
     profile_dir: Path = field(default_factory=lambda: Path("configs") / "profiles")
+    prune: bool = True  # stop trials already dominated after their first answer (tuner/pruning.py)
     max_same_failures: int = 3  # stop when the first trials all fail the same way
     child_argv: tuple[str, ...] | None = None  # tests: a stand-in child command

@@ -16,6 +16,7 @@ from objectives.runner import ChildResult, run_child
 from tuner.errors import StudyAborted, UserError
 from tuner.prepare import Context
 from tuner.progress import Progress
+from tuner.pruning import make_watcher
 from tuner.search_space import key_of
 from tuner.storage import open_storage
 from tuner.trial_record import (
@@ -139,7 +140,8 @@ def _model_attr(ctx: Context) -> dict[str, Any]:
 
 def _previous(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
     """An earlier trial with identical normalized settings that already has an outcome."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+    for t in study.get_trials(deepcopy=False, states=finished):
         if (
             t.number < number
             and t.user_attrs.get("key") == key
@@ -181,6 +183,8 @@ def make_objective(
             trial.set_user_attr("status", prev.user_attrs.get("status", "failed"))
             reason = f"same settings as trial {prev.number}: {prev.user_attrs.get('reason', '')}"
             trial.set_user_attr("reason", reason)
+            if prev.state == TrialState.PRUNED:
+                raise optuna.TrialPruned(reason)
             raise TrialFailed(reason)
         pred = None
         if guard is not None:
@@ -199,7 +203,10 @@ def make_objective(
         spec = {"model_path": str(ctx.model.path), "params": params, "workload": workload}
         try:
             res = run_child(
-                spec, s.trial_timeout_s, argv=list(s.child_argv) if s.child_argv else None
+                spec,
+                s.trial_timeout_s,
+                argv=list(s.child_argv) if s.child_argv else None,
+                watcher=make_watcher(study) if s.prune else None,
             )
         except KeyboardInterrupt:
             trial.set_user_attr("status", "interrupted")
@@ -210,6 +217,9 @@ def make_objective(
         buffers = parse_buffers(str(res.payload.get("llama_log", "")))
         if buffers:
             trial.set_user_attr("llama_buffers", buffers)
+        if res.status == "pruned":
+            trial.set_user_attr("watch", res.payload.get("watch", {}))
+            raise optuna.TrialPruned(res.reason)
         if res.status != "ok" or res.metrics is None:
             raise TrialFailed(res.reason or res.status)
         vram = res.metrics.vram_mb

@@ -38,6 +38,9 @@ def run(
     repeats: int | None = typer.Option(None, "--repeats", help="Measured answers per trial"),
     seed: int | None = typer.Option(None, "--seed", help="Sampler seed (reproducible search)"),
     export: bool = typer.Option(True, "--export/--no-export", help="Write the profile at the end"),
+    prune: bool = typer.Option(
+        True, "--prune/--no-prune", help="Stop trials already dominated after their first answer"
+    ),
     profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
@@ -59,6 +62,7 @@ def run(
         repeats=repeats,
         seed=seed,
         export=export,
+        prune=prune,
         profile_dir=profile_dir,
     )
     summary = tune(settings, echo=lambda s: typer.echo(s))
