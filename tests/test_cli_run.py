@@ -202,3 +202,32 @@ def test_ctrl_c_keeps_the_study_and_a_rerun_continues(
     interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
     for t in interrupted:  # re-run, not lost
         assert any(o.user_attrs.get("retry_of") == t.number for o in trials)
+
+
+def test_run_confirms_and_exports_a_profile_that_llama_loads(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    r = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "4",
+                                 "--confirm", "2", "--confirm-runs", "1", "--no-baselines"))
+    assert r.exit_code == 0, r.output
+    assert "Confirming the top 2 candidates" in r.output and "Profile written" in r.output
+    profiles = list((chdir_tmp / "configs" / "profiles").glob("*.yaml"))
+    assert len(profiles) == 1
+    from tuner.profile import load_profile, select_profile
+
+    prof = load_profile(profiles[0])
+    assert prof.model.sha256 and prof.provenance.llama_cpp_version
+    assert [t.name for t in prof.tiers] == ["cpu_fallback"]  # a CPU machine: one CPU tier
+    study = _load(chdir_tmp / "studies" / "dm-tune.db")
+    confirmed = study.user_attrs["confirmed"]
+    assert prof.tiers[0].measured is not None
+    assert str(prof.tiers[0].measured.trial) in confirmed  # the exported winner was re-measured
+    keys = select_profile(profiles[0], model_path=demo_model)
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(demo_model), **keys, verbose=False)
+    assert llm.n_ctx() == keys["n_ctx"]
+    # `dm-tune export` alone writes the same profile again, atomically
+    r2 = runner.invoke(app, ["export", "--prefer", "throughput"])
+    assert r2.exit_code == 0, r2.output
+    assert not list((chdir_tmp / "configs" / "profiles").glob(".*.tmp"))

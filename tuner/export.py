@@ -8,6 +8,7 @@ from typing import Any
 
 import optuna
 
+from tuner.confirm import apply_confirmations
 from tuner.errors import UserError
 from tuner.profile import ProfileError, write_profile
 from tuner.profile_build import build_profile
@@ -47,9 +48,13 @@ def export_profile(
     m = attrs["model"]
     model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
     gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
+    confirmed = study.user_attrs.get("confirmed", {})
+    trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
+    ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
     try:
         profile = build_profile(
-            study.get_trials(deepcopy=False),
+            trials,
+            confirmed=ok or None,
             model=model,
             provenance=_provenance(study, storage),
             budget_mb=float(attrs["settings"]["vram_budget_mb"]),

@@ -92,6 +92,8 @@ def _check_options(s: RunSettings) -> None:
         raise UserError(f"--prefer must be one of {', '.join(PREFER_CHOICES)} (got {s.prefer!r})")
     if s.repeats is not None and s.repeats < 1:
         raise UserError("--repeats must be at least 1")
+    if s.confirm_k < 0 or s.confirm_runs < 1:
+        raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
     if s.vram_budget_mb <= 0:
         raise UserError("--vram-budget must be above zero")
 

@@ -79,6 +79,7 @@ def _gpu_layers(t: FrozenTrial) -> int:
 
 def _llama_keys(t: FrozenTrial, *, cpu: bool = False) -> LlamaKeys:
     kwargs = to_llama_kwargs(_settings(t))
+    kwargs.setdefault("use_mlock", False)  # not searched: llama-cpp-python's default, explicit
     if cpu:
         kwargs["n_gpu_layers"] = 0
     try:
@@ -179,6 +180,7 @@ def build_profile(
     prefer: str,
     gpu_present: bool,
     tier_fractions: Sequence[float] = (1.0, 0.75, 0.5),
+    confirmed: set[int] | None = None,
 ) -> Profile:
     """The profile for `trials` (see the module docstring for the rule).
 
@@ -203,12 +205,16 @@ def build_profile(
                 and v <= cap
                 and (above is None or min_free_mb(v) < above)
             ]
+            if confirmed and above is None:  # the default tier: only re-measured winners
+                pool = [t for t in pool if t.number in confirmed] or pool
             best = choose_best(pool, prefer)
             if best is None or _gpu_layers(best) == 0:
                 continue
             tiers.append(_gpu_tier(best, tier_name(fraction), cap, gpu_name, prefer))
             above = tiers[-1].min_vram_free_mb
     cpu_pool = [t for t in cands if _gpu_layers(t) == 0] if gpu_present else cands
+    if confirmed and not gpu_present:
+        cpu_pool = [t for t in cpu_pool if t.number in confirmed] or cpu_pool
     cpu_best = choose_best(cpu_pool, prefer)
     cpu = str(provenance.get("cpu", "this CPU"))
     if cpu_best is not None:

@@ -59,7 +59,7 @@ def _n_ctx(t: FrozenTrial) -> int:
     return int((t.user_attrs.get("llama_kwargs") or t.params).get("n_ctx", 0))
 
 
-def _score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:
+def score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:
     """Lower is better."""
     tps, lat = float(t.values[0]), float(t.values[1])
     if prefer == "throughput":
@@ -82,7 +82,7 @@ def choose_best(trials: Sequence[FrozenTrial], prefer: str = "balanced") -> Froz
     front = pareto_front(trials)
     if not front:
         return None
-    scores = {t.number: _score(t, front, prefer) for t in front}
+    scores = {t.number: score(t, front, prefer) for t in front}
     best = min(scores.values())
     tol = 1e-3 * max(abs(best), 1e-9) if prefer != "balanced" else 1e-3
     tied = [t for t in front if scores[t.number] <= best + tol]

@@ -26,6 +26,8 @@ class RunSettings:
     seed: int | None = None
     export: bool = True
     profile_dir: Path = field(default_factory=lambda: Path("configs") / "profiles")
+    confirm_k: int = 3  # re-measure this many top candidates before export (0: don't)
+    confirm_runs: int = 2  # fresh processes per confirmed candidate
     prune: bool = True  # stop trials already dominated after their first answer (tuner/pruning.py)
     max_same_failures: int = 3  # stop when the first trials all fail the same way
     child_argv: tuple[str, ...] | None = None  # tests: a stand-in child command

@@ -107,6 +107,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         study.set_user_attr("hardware", ctx.hardware.to_dict())
         study.set_user_attr("llama_cpp_version", ctx.probe.llama_cpp_version)
         study.set_user_attr("gpu_offload", ctx.probe.gpu_offload)
+        study.set_user_attr("workload_spec", ctx.workload_spec())
         study.set_user_attr("objectives", ["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -41,8 +41,24 @@ def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
     echo(render_summary(trials, settings.prefer))
     profile = None
     if settings.export:
+        from tuner.confirm import confirm
         from tuner.export import export_profile
 
+        if settings.confirm_k > 0:
+            echo(
+                f"Confirming the top {settings.confirm_k} candidates "
+                f"({settings.confirm_runs} fresh processes each):"
+            )
+            confirm(
+                result.study,
+                prefer=settings.prefer,
+                k=settings.confirm_k,
+                runs=settings.confirm_runs,
+                timeout_s=settings.trial_timeout_s,
+                model_path=ctx.model.path,
+                workload=ctx.workload_spec(),
+                echo=echo,
+            )
         profile = export_profile(
             result.study,
             prefer=settings.prefer,

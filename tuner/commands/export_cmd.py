@@ -11,17 +11,18 @@ from tuner.storage import DEFAULT_STORAGE
 
 
 def export(
-    storage: str = typer.Option(
-        DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"
-    ),
+    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study"),
     study: str | None = typer.Option(None, "--study", help="Study name (default: the only one)"),
     prefer: str = typer.Option(
-        "balanced",
-        "--prefer",
-        help="Pick among Pareto-optimal trials: throughput | latency | balanced",
+        "balanced", "--prefer", help="Rule among Pareto-optimal trials: throughput|latency|balanced"
     ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Profile path to write"),
     profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
+    confirm_k: int = typer.Option(
+        0, "--confirm", help="Re-measure this many top candidates first (needs the model file)"
+    ),
+    confirm_runs: int = typer.Option(2, "--confirm-runs", help="Fresh processes per candidate"),
+    timeout: float = typer.Option(600.0, "--trial-timeout", help="Seconds per re-measurement"),
 ) -> None:
     """Export the best feasible trial (and lower-VRAM tiers) to configs/profiles/<study>.yaml."""
     from tuner.errors import UserError
@@ -30,7 +31,29 @@ def export(
 
     if prefer not in PREFER_CHOICES:
         raise UserError(f"--prefer must be one of {', '.join(PREFER_CHOICES)} (got {prefer!r})")
+    if confirm_k < 0 or confirm_runs < 1:
+        raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
     s = load_existing_study(storage, study)
+    if confirm_k:
+        from tuner.confirm import confirm
+
+        model = Path(s.user_attrs.get("model", {}).get("path", ""))
+        workload = s.user_attrs.get("workload_spec")
+        if not model.is_file() or workload is None:
+            raise UserError(
+                f"cannot re-measure: the model file {model} is gone or the study has no "
+                "workload; export without --confirm"
+            )
+        confirm(
+            s,
+            prefer=prefer,
+            k=confirm_k,
+            runs=confirm_runs,
+            timeout_s=timeout,
+            model_path=model,
+            workload=workload,
+            echo=lambda line: typer.echo(line),
+        )
     export_profile(
         s,
         prefer=prefer,

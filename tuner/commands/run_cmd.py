@@ -38,6 +38,10 @@ def run(
     repeats: int | None = typer.Option(None, "--repeats", help="Measured answers per trial"),
     seed: int | None = typer.Option(None, "--seed", help="Sampler seed (reproducible search)"),
     export: bool = typer.Option(True, "--export/--no-export", help="Write the profile at the end"),
+    confirm: int = typer.Option(
+        3, "--confirm", help="Re-measure this many top candidates before export (0: off)"
+    ),
+    confirm_runs: int = typer.Option(2, "--confirm-runs", help="Fresh processes per candidate"),
     prune: bool = typer.Option(
         True, "--prune/--no-prune", help="Stop trials already dominated after their first answer"
     ),
@@ -63,6 +67,8 @@ def run(
         seed=seed,
         export=export,
         prune=prune,
+        confirm_k=confirm,
+        confirm_runs=confirm_runs,
         profile_dir=profile_dir,
     )
     summary = tune(settings, echo=lambda s: typer.echo(s))
