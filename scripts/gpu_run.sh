@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The measured GPU run (issue 3), on the lent NVIDIA machine, from the repo root:
+#   phase1: build llama-cpp-python with CUDA, write the Mistral-7B-shaped GGUF, run the `gpu`
+#           tests, doctor, record a CUDA log, then start the 50-trial study in the background.
+#   phase2: wait for the study (or resume it from .devcarry/gpu.db on a fresh machine), then
+#           re-measure the profiles (scripts/bench_profiles.py) and verify the exported profile.
+# Results go to $OUT (gpu.db, logs, JSON) and are written up in docs/benchmarks/gpu.md.
+set -uo pipefail
+phase="${1:?phase1|phase2}"
+T0=$(date +%s)
+W=/tmp/gpu; mkdir -p "$W" "$OUT"
+export PYTHONPATH=/tmp/site:$PWD DM_TUNE_CACHE=/tmp/dmcache PYTHONUNBUFFERED=1
+export DM_TUNE_TOKENIZER_GGUF=$PWD/.devcarry/tokenizer.gguf
+MODEL=$W/mistral-7b-shape.Q4_0.gguf
+DB=sqlite:///$W/gpu.db
+RUN=(python3 -m tuner.cli run --model "$MODEL" --trials 50 --vram-budget 6GB --storage "$DB"
+     --profile-dir "$W/profiles" --seed 0)
+ready() { python3 -c 'import llama_cpp,sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)' 2>/dev/null; }
+prepare() {
+  bash .devcarry/build_cuda.sh 2>&1 | tail -3
+  [ -f "$MODEL" ] || python3 scripts/make_gguf.py "$MODEL" --shape mistral-7b --tokenizer-from "$DM_TUNE_TOKENIZER_GGUF"
+  cat /proc/meminfo | head -1; sync; cat "$MODEL" > /dev/null  # into the page cache
+}
+collect() { cp "$W/gpu.db" "$OUT/" 2>/dev/null; cp "$W/run.log" "$OUT/" 2>/dev/null; cp "$W"/profiles/*.yaml "$OUT/" 2>/dev/null; true; }
+if [ "$phase" = phase1 ]; then
+  { nvidia-smi; nproc; free -g; } > "$OUT/machine.txt" 2>&1
+  prepare
+  echo "prepared at +$(( $(date +%s) - T0 )) s"
+  python3 -m pytest -p no:cacheprovider -m gpu -q tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.log"
+  python3 -m tuner.cli doctor --model "$MODEL" --json > "$OUT/doctor.json" 2>&1
+  python3 -c "
+import sys; sys.path.insert(0, '.')
+from scripts.measure_buffers import measure_log
+open('$OUT/llama_log_cuda_h100.txt', 'w').write(measure_log('$MODEL', {'n_ctx': 4096, 'n_gpu_layers': -1, 'n_batch': 512, 'flash_attn': True}))
+" 2>&1 | tail -3
+  echo "study starts at +$(( $(date +%s) - T0 )) s"
+  setsid nohup bash -c "cd '$PWD' && ${RUN[*]} > $W/run.log 2>&1; echo EXIT \$? >> $W/run.log" > /dev/null 2>&1 &
+  while [ $(( $(date +%s) - T0 )) -lt 575 ] && ! grep -q '^EXIT' "$W/run.log" 2>/dev/null; do sleep 5; done
+  tail -5 "$W/run.log"; collect
+else
+  if ! ready || [ ! -f "$MODEL" ]; then
+    echo "fresh machine: rebuilding and resuming from the carried study"
+    prepare; cp .devcarry/gpu.db "$W/gpu.db"
+    "${RUN[@]}" > "$W/run.log" 2>&1; echo "EXIT $?" >> "$W/run.log"
+  fi
+  while ! grep -q '^EXIT' "$W/run.log" 2>/dev/null && [ $(( $(date +%s) - T0 )) -lt 480 ]; do sleep 5; done
+  tail -30 "$W/run.log"; collect
+  prof=$(ls "$W"/profiles/*.yaml 2>/dev/null | head -1)
+  left=$(( 585 - ($(date +%s) - T0) ))
+  [ -n "$prof" ] && timeout $(( left > 30 ? left - 20 : 10 )) python3 scripts/bench_profiles.py --storage "$DB" --runs "${RUNS:-3}" --profile "$prof" --out "$OUT/bench.json" 2>&1 | tail -12
+  collect
+fi
+echo "phase $phase done at +$(( $(date +%s) - T0 )) s"

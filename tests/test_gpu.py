@@ -1,0 +1,87 @@
+"""GPU truth on a real NVIDIA GPU with a CUDA build (marker `gpu`; skipped without a GPU).
+
+Run on the lent GPU machine by scripts/gpu_run.sh; results in docs/benchmarks/gpu.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from objectives.llama_buffers import gpu_total_mb, parse_buffers
+from objectives.runner import run_child
+from tuner.gguf_info import read_gguf
+from tuner.vram_predict import predict_vram
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+
+WORKLOAD = {
+    "prompt": "<|user|>\nBonjour Kira, tu vas bien ?</|user|>\n<|assistant|>\n",
+    "next_prompt": None,
+    "max_tokens": 16,
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "seed": 1,
+    "warmup": True,
+    "repeats": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def gpu_model(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Path:
+    from scripts.make_gguf import write_llama_gguf
+
+    path = tmp_path_factory.mktemp("gguf") / "gpu-small.gguf"
+    return write_llama_gguf(
+        path,
+        blocks=8,
+        hidden=1024,
+        ffn=2816,
+        heads=16,
+        kv_heads=4,
+        context_length=4096,
+        tokenizer_from=demo_model,
+    )
+
+
+def test_the_build_offloads() -> None:
+    import llama_cpp
+
+    assert llama_cpp.llama_supports_gpu_offload()
+
+
+def _trial(model: Path, ngl: int, **extra: object) -> object:
+    params = {"n_gpu_layers": ngl, "n_ctx": 1024, "n_batch": 256, "n_threads": 4, **extra}
+    res = run_child({"model_path": str(model), "params": params, "workload": WORKLOAD}, 180)
+    assert res.status == "ok", res.reason + res.stderr_tail
+    return res
+
+
+def test_full_offload_trial_reads_vram_two_ways_and_telemetry(gpu_model: Path) -> None:
+    res = _trial(gpu_model, 99)
+    m = res.metrics  # type: ignore[attr-defined]
+    assert m.vram_source == "process" and m.vram_mb > 100
+    buffers = parse_buffers(res.payload["llama_log"])  # type: ignore[attr-defined]
+    assert "CUDA0" in buffers and buffers["CUDA0"]["model"] > 0 and buffers["CUDA0"]["kv"] > 0
+    assert gpu_total_mb(buffers) < m.vram_mb  # NVML adds the CUDA context
+    gpu = res.gpu  # type: ignore[attr-defined]
+    assert gpu.power_w_max is not None and gpu.temp_max is not None
+
+
+def test_prediction_tracks_measurement_once_overhead_is_learned(gpu_model: Path) -> None:
+    info = read_gguf(gpu_model)
+    base = _trial(gpu_model, 0)
+    overhead = (
+        base.metrics.vram_mb
+        - predict_vram(  # type: ignore[attr-defined]
+            info, {"n_gpu_layers": 0, "n_ctx": 1024, "n_batch": 256}, 0
+        ).total_mb
+    )
+    full = _trial(gpu_model, 99, flash_attn=True)
+    pred = predict_vram(
+        info, {"n_gpu_layers": 99, "n_ctx": 1024, "n_batch": 256, "flash_attn": True}, overhead
+    )
+    measured = full.metrics.vram_mb  # type: ignore[attr-defined]
+    assert abs(pred.total_mb - measured) / measured < 0.10
