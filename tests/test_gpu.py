@@ -30,9 +30,13 @@ WORKLOAD = {
 
 
 @pytest.fixture(scope="module")
-def gpu_model(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Path:
+def gpu_model(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Small llama GGUF, random weights; tokenizer from DM_TUNE_TOKENIZER_GGUF (the GPU machine
+    has no network) or the demo model."""
     from scripts.make_gguf import write_llama_gguf
 
+    tok = os.environ.get("DM_TUNE_TOKENIZER_GGUF")
+    demo_model = Path(tok) if tok else request.getfixturevalue("demo_model")
     path = tmp_path_factory.mktemp("gguf") / "gpu-small.gguf"
     return write_llama_gguf(
         path,
