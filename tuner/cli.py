@@ -53,6 +53,14 @@ def _register() -> None:
 
     app.command("export")(export_cmd.export)
 
+    from tuner.commands import verify_cmd
+
+    app.command("verify")(verify_cmd.verify)
+
+    from tuner.commands import soak_cmd
+
+    app.command("soak")(soak_cmd.soak)
+
 
 _register()
 
