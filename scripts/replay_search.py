@@ -1,0 +1,384 @@
+"""Replay dm-tune's study offline against a recorded grid: how many trials until it finds the best?
+
+Each replayed trial goes through the real SearchSpace.suggest (on the space record_grid.py
+resolved for the grid's machine), looks its normalized settings up in the table
+(values = [gen_tok_s, ttft_ms]) and sets the same constraint a CPU trial gets (feasible). A
+proposal whose settings were already tried costs a trial slot, as in the real study (which reuses
+the earlier result without measuring again); the replay counts those duplicates.
+
+    python scripts/replay_search.py                       # 20 seeds, default sampler set
+    python scripts/replay_search.py --seeds 10 --samplers tpe random
+
+Metric per seed: the first trial (1-based) after which the best feasible tok/s found so far is
+within --tolerance of the table's best feasible tok/s; and the first trial after which
+tuner.selection.choose_best ("balanced") over the trials so far is within the tolerance of the
+table's balanced choice on both objectives. Not reached within --trials: reported as censored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tuner.baselines import load_baselines  # noqa: E402
+from tuner.search_space import (  # noqa: E402
+    Machine,
+    SearchSpace,
+    key_of,
+    load_search_space_config,
+    resolve,
+)
+from tuner.selection import choose_best  # noqa: E402
+from tuner.study import DIRECTIONS  # noqa: E402
+from tuner.trial_record import set_vram_constraint  # noqa: E402
+
+SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
+BUDGET_MB = 6144.0  # RunSettings' default VRAM budget; every CPU trial is feasible under it
+
+
+def _tpe(**kw: Any) -> SamplerFactory:
+    def make(seed: int) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, **kw)
+
+    return make
+
+
+SAMPLERS: dict[str, SamplerFactory] = {
+    # Exactly tuner/study.py's sampler.
+    "tpe": _tpe(multivariate=True, n_startup_trials=10),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    "tpe-startup5": _tpe(multivariate=True, n_startup_trials=5),
+    "tpe-group": _tpe(multivariate=True, group=True, n_startup_trials=10),
+    "tpe-univariate": _tpe(multivariate=False, n_startup_trials=10),
+    "nsga2-pop10": lambda seed: optuna.samplers.NSGAIISampler(population_size=10, seed=seed),
+}
+DEFAULT_SAMPLERS = ("tpe", "random", "tpe-startup5", "tpe-group", "nsga2-pop10")
+
+
+class Cell(NamedTuple):
+    params: dict[str, Any]
+    values: tuple[float, float] | None  # (gen_tok_s, ttft_ms); None: the setting failed
+
+
+@dataclass(frozen=True)
+class Table:
+    """Recorded outcome of every setting, by normalized key."""
+
+    cells: dict[str, Cell]
+
+    def feasible(self) -> list[Cell]:
+        return [c for c in self.cells.values() if c.values is not None]
+
+    @property
+    def best_tok_s(self) -> float:
+        return max(v[0] for c in self.feasible() if (v := c.values) is not None)
+
+    def balanced_best(self) -> Cell:
+        """The cell choose_best("balanced") picks when every setting has been tried."""
+        trials = [_frozen(i, c.params, c.values) for i, c in enumerate(self.feasible())]
+        best = choose_best(trials, "balanced")
+        assert best is not None
+        return Cell(dict(best.user_attrs["llama_kwargs"]), (best.values[0], best.values[1]))
+
+
+def _frozen(number: int, params: dict[str, Any], values: tuple[float, float] | None) -> FrozenTrial:
+    t = optuna.trial.create_trial(
+        values=list(values) if values is not None else None,
+        state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
+        user_attrs={"llama_kwargs": params},
+        constraints={"vram_over_budget_mb": -BUDGET_MB},
+    )
+    t.number = number
+    return t
+
+
+def load_table(path: Path) -> Table:
+    """cpu_grid.csv from record_grid.py: settings columns, then metrics and status."""
+    cells: dict[str, Cell] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            params: dict[str, Any] = {
+                "n_threads": int(row["n_threads"]),
+                "n_batch": int(row["n_batch"]),
+                "n_ctx": int(row["n_ctx"]),
+                "n_gpu_layers": int(row["n_gpu_layers"]),
+            }
+            if row.get("use_mlock", "") != "":
+                params["use_mlock"] = row["use_mlock"] == "True"
+            ok = row["status"] == "ok" and row["gen_tok_s"] != ""
+            values = (float(row["gen_tok_s"]), float(row["ttft_ms"])) if ok else None
+            cells[key_of(params)] = Cell(params, values)
+    return table_of(cells.values())
+
+
+def table_of(cells: Iterable[Cell]) -> Table:
+    return Table({key_of(c.params): c for c in cells})
+
+
+def space_for_grid(meta: dict[str, Any], search_space: Path) -> SearchSpace:
+    """The space record_grid.py measured, resolved exactly as the study resolves it.
+
+    layers and trained_ctx are the demo model's (SmolLM2-135M: 30 blocks + output, 8192);
+    neither changes a CPU space whose n_ctx choices all fit.
+    """
+    machine = Machine(
+        logical_cores=int(meta["machine"]["logical_cores"]),
+        layers=31,
+        gpu_offload=False,
+        min_ctx=int(meta["space"]["min_ctx"]),
+        trained_ctx=8192,
+    )
+    space = resolve(load_search_space_config(search_space), machine)
+    if list(space.n_ctx_choices) != list(meta["space"]["n_ctx"]):
+        raise SystemExit(f"n_ctx choices {space.n_ctx_choices} differ from the grid's")
+    return space
+
+
+class Outcome(NamedTuple):
+    """One replayed trial."""
+
+    key: str
+    params: dict[str, Any]
+    values: tuple[float, float] | None
+    duplicate: bool  # these settings were already proposed earlier in this run
+    baseline: str | None
+
+
+class TrialFailedError(Exception):
+    """The table says these settings failed; the study records a failed trial and goes on."""
+
+
+def replay(
+    table: Table,
+    space: SearchSpace,
+    sampler: optuna.samplers.BaseSampler,
+    n_trials: int,
+    baselines: dict[str, dict[str, Any]] | None = None,
+) -> list[Outcome]:
+    """Run a study like tuner/study.py's, with table lookups instead of trial children."""
+    study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
+    for name, profile in (baselines or {}).items():
+        params = space.fit_baseline(dict(profile))
+        if space.flash_attn_searched():
+            params.setdefault("flash_attn", False)
+        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=False)
+    seen: set[str] = set()
+    out: list[Outcome] = []
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        params = space.suggest(trial)
+        key = key_of(params)
+        trial.set_user_attr("llama_kwargs", params)
+        trial.set_user_attr("key", key)
+        cell = table.cells.get(key)
+        if cell is None:
+            raise KeyError(f"settings not in the table: {key}")
+        out.append(Outcome(key, params, cell.values, key in seen, trial.user_attrs.get("baseline")))
+        seen.add(key)
+        if cell.values is None:
+            raise TrialFailedError(key)
+        set_vram_constraint(trial, None, BUDGET_MB)
+        return list(cell.values)
+
+    study.optimize(objective, n_trials=n_trials, catch=(TrialFailedError,))
+    return out
+
+
+def trials_to_throughput(outcomes: Sequence[Outcome], best: float, tol: float) -> int | None:
+    """1-based trial after which the best tok/s so far is within `tol` of `best`; None: never."""
+    for i, o in enumerate(outcomes, 1):
+        if o.values is not None and o.values[0] >= best * (1.0 - tol):
+            return i
+    return None
+
+
+def trials_to_balanced(
+    outcomes: Sequence[Outcome], target: tuple[float, float], tol: float
+) -> int | None:
+    """1-based trial after which choose_best("balanced") so far is within `tol` of `target`
+    on both objectives (tok/s not below, first-token latency not above); None: never."""
+    trials: list[FrozenTrial] = []
+    for i, o in enumerate(outcomes, 1):
+        trials.append(_frozen(i - 1, o.params, o.values))
+        best = choose_best(trials, "balanced")
+        if (
+            best is not None
+            and best.values[0] >= target[0] * (1.0 - tol)
+            and best.values[1] <= target[1] * (1.0 + tol)
+        ):
+            return i
+    return None
+
+
+class Summary(NamedTuple):
+    sampler: str
+    baselines: bool
+    seeds: int
+    reached: int  # seeds that reached the throughput target within the trial budget
+    median: float | None  # trials to the throughput target (censored seeds count as budget+1)
+    q1: float | None
+    q3: float | None
+    bal_reached: int
+    bal_median: float | None
+    bal_q1: float | None
+    bal_q3: float | None
+    duplicates_mean: float  # duplicate proposals per run, within the trials to the target or all
+
+
+def quartiles(xs: Sequence[float]) -> tuple[float, float, float]:
+    if len(xs) == 1:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+class SeedResult(NamedTuple):
+    seed: int
+    throughput: int | None  # trials to the tok/s target; None: not within the budget
+    balanced: int | None  # trials to the balanced target
+    duplicates: int  # duplicate proposals in the whole run
+    duplicates_to_target: int  # ... among the trials up to the tok/s target
+
+
+def per_seed_results(
+    runs: Sequence[Sequence[Outcome]], table: Table, tol: float
+) -> list[SeedResult]:
+    best = table.best_tok_s
+    target = table.balanced_best().values
+    assert target is not None
+    out = []
+    for seed, run in enumerate(runs):
+        t = trials_to_throughput(run, best, tol)
+        b = trials_to_balanced(run, target, tol)
+        dup_to = sum(o.duplicate for o in run[: t or len(run)])
+        out.append(SeedResult(seed, t, b, sum(o.duplicate for o in run), dup_to))
+    return out
+
+
+def _stats(xs: Sequence[int | None], n_trials: int) -> tuple[int, float, float, float]:
+    """Seeds that reached, median, Q1, Q3 (a seed that never reached counts as budget + 1)."""
+    q1, med, q3 = quartiles([float(x) if x is not None else n_trials + 1.0 for x in xs])
+    return sum(x is not None for x in xs), med, q1, q3
+
+
+def summarize(
+    sampler: str,
+    with_baselines: bool,
+    runs: Sequence[Sequence[Outcome]],
+    table: Table,
+    tol: float,
+    n_trials: int,
+) -> tuple[Summary, list[SeedResult]]:
+    per_seed = per_seed_results(runs, table, tol)
+    r, m, q1, q3 = _stats([p.throughput for p in per_seed], n_trials)
+    br, bm, bq1, bq3 = _stats([p.balanced for p in per_seed], n_trials)
+    dup = statistics.fmean(p.duplicates for p in per_seed)
+    s = Summary(sampler, with_baselines, len(runs), r, m, q1, q3, br, bm, bq1, bq3, dup)
+    return s, per_seed
+
+
+def _fmt(x: float | None, n_trials: int) -> str:
+    if x is None:
+        return "-"
+    return f">{n_trials}" if x > n_trials else f"{x:g}"
+
+
+def markdown(rows: Sequence[Summary], n_trials: int) -> str:
+    head = (
+        "| sampler | baselines first | seeds | tok/s target: median [IQR] | reached | "
+        "balanced target: median [IQR] | reached | duplicates / run |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for s in rows:
+
+        def f(x: float | None) -> str:
+            return _fmt(x, n_trials)
+
+        lines.append(
+            f"| {s.sampler} | {'yes' if s.baselines else 'no'} | {s.seeds} | "
+            f"{f(s.median)} [{f(s.q1)}-{f(s.q3)}] | {s.reached}/{s.seeds} | "
+            f"{f(s.bal_median)} [{f(s.bal_q1)}-{f(s.bal_q3)}] | {s.bal_reached}/{s.seeds} | "
+            f"{s.duplicates_mean:.1f} of {n_trials} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    data = ROOT / "docs" / "benchmarks" / "data"
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", type=Path, default=data / "cpu_grid.csv")
+    ap.add_argument("--meta", type=Path, default=data / "cpu_grid.json")
+    ap.add_argument("--search-space", type=Path, default=ROOT / "configs" / "search_space.yaml")
+    ap.add_argument("--baselines", type=Path, default=ROOT / "configs" / "baselines.yaml")
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=50, help="trial budget per run (dm-tune's)")
+    ap.add_argument("--tolerance", type=float, default=0.02)
+    ap.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=SAMPLERS)
+    ap.add_argument("--json", type=Path, default=None, help="write per-seed results here")
+    a = ap.parse_args(argv)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table = load_table(a.table)
+    meta = json.loads(a.meta.read_text(encoding="utf-8"))
+    space = space_for_grid(meta, a.search_space)
+    profiles = load_baselines(a.baselines)
+    best = table.best_tok_s
+    bal = table.balanced_best()
+    near = sum(1 for c in table.feasible() if c.values and c.values[0] >= best * (1 - a.tolerance))
+    print(
+        f"table: {len(table.cells)} settings, best {best:.2f} tok/s; {near} within "
+        f"{a.tolerance:.0%} of it; balanced choice {key_of(bal.params)} {bal.values}"
+    )
+    top = sorted(table.feasible(), key=lambda c: -(c.values or (0.0, 0.0))[0])[:5]
+    for c in top:
+        print(f"  top tok/s: {key_of(c.params)} -> {c.values}")
+    for name, p in profiles.items():
+        fitted = space.fit_baseline(dict(p))
+        v = table.cells[key_of(fitted)].values
+        print(f"baseline {name}: {key_of(fitted)} -> {v}")
+
+    rows: list[Summary] = []
+    detail: dict[str, Any] = {}
+    for name in a.samplers:
+        for with_b in (False, True):
+            t0 = time.perf_counter()
+            runs = [
+                replay(table, space, SAMPLERS[name](seed), a.trials, profiles if with_b else None)
+                for seed in range(a.seeds)
+            ]
+            for n in sorted({*(c for c in (10, 20) if c < a.seeds), a.seeds}):
+                s, per_seed = summarize(name, with_b, runs[:n], table, a.tolerance, a.trials)
+                rows.append(s)
+                detail[f"{name}|baselines={with_b}|seeds={n}"] = {
+                    "summary": s._asdict(),
+                    "per_seed": [p._asdict() for p in per_seed],
+                }
+            print(f"{name} (baselines {with_b}): {time.perf_counter() - t0:.1f} s", flush=True)
+    print()
+    print(markdown(rows, a.trials))
+    if a.json:
+        a.json.write_text(json.dumps(detail, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
