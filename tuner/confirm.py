@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +43,34 @@ def top_candidates(trials: Sequence[FrozenTrial], prefer: str, k: int) -> list[F
     return out[:k]
 
 
+@dataclass(frozen=True)
+class Remeasure:
+    """How to measure a trial's settings again: the study's model and workload."""
+
+    runs: int
+    timeout_s: float
+    model_path: Path
+    workload: dict[str, Any]
+
+
 def confirm(
-    study: optuna.Study,
-    *,
-    prefer: str,
-    k: int,
-    runs: int,
-    timeout_s: float,
-    model_path: Path,
-    workload: dict[str, Any],
-    echo: Echo = print,
+    study: optuna.Study, *, prefer: str, k: int, how: Remeasure, echo: Echo = print
 ) -> dict[str, dict[str, Any]]:
-    """Re-measure the top `k` candidates `runs` times each; store and return the results."""
+    """Re-measure the top `k` candidates; store and return every confirmation so far."""
+    return confirm_trials(
+        study, top_candidates(study.get_trials(deepcopy=False), prefer, k), how, echo
+    )
+
+
+def confirm_trials(
+    study: optuna.Study, trials: Sequence[FrozenTrial], how: Remeasure, echo: Echo = print
+) -> dict[str, dict[str, Any]]:
+    """Re-measure `trials` (those not confirmed yet) in `how.runs` fresh processes each."""
     budget = float(study.user_attrs["settings"]["vram_budget_mb"])
     latency = str(study.user_attrs["settings"]["latency"])
+    runs, timeout_s, model_path, workload = how.runs, how.timeout_s, how.model_path, how.workload
     done: dict[str, dict[str, Any]] = dict(study.user_attrs.get("confirmed", {}))
-    for t in top_candidates(study.get_trials(deepcopy=False), prefer, k):
+    for t in trials:
         if str(t.number) in done:
             continue
         params = t.user_attrs["llama_kwargs"]
@@ -102,6 +115,7 @@ def confirm(
             f"  confirm #{t.number}: {values[0]:.1f} tok/s, {values[1]:.0f} ms "
             f"(study: {t.values[0]:.1f} tok/s, {t.values[1]:.0f} ms; {gap:+.1f}% tok/s)"
         )
+        study.set_user_attr("confirmed", done)  # after each: an interrupted confirm keeps its work
     study.set_user_attr("confirmed", done)
     return done
 

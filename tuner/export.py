@@ -8,9 +8,9 @@ from typing import Any
 
 import optuna
 
-from tuner.confirm import apply_confirmations
+from tuner.confirm import Remeasure, apply_confirmations, confirm_trials
 from tuner.errors import UserError
-from tuner.profile import ProfileError, write_profile
+from tuner.profile import Profile, ProfileError, write_profile
 from tuner.profile_build import build_profile
 from tuner.progress import describe_settings
 
@@ -37,9 +37,13 @@ def export_profile(
     out_dir: Path,
     storage: str,
     output: Path | None = None,
+    remeasure: Remeasure | None = None,
     echo: Echo = print,
 ) -> Path:
-    """Build the tiered profile from the study's feasible trials and write it atomically."""
+    """Build the tiered profile from the study's feasible trials and write it atomically.
+
+    With `remeasure`, every tier's trial that was not confirmed yet is measured again first and
+    the profile is rebuilt on the confirmed numbers, so each tier records confirmed values."""
     attrs = study.user_attrs
     if "model" not in attrs or "settings" not in attrs:
         raise UserError(
@@ -48,21 +52,33 @@ def export_profile(
     m = attrs["model"]
     model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
     gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
-    confirmed = study.user_attrs.get("confirmed", {})
-    trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
-    ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
-    try:
-        profile = build_profile(
-            trials,
-            confirmed=ok or None,
-            model=model,
-            provenance=_provenance(study, storage),
-            budget_mb=float(attrs["settings"]["vram_budget_mb"]),
-            prefer=prefer,
-            gpu_present=gpu_present,
-        )
-    except ProfileError as exc:
-        raise UserError(str(exc)) from None
+
+    def build() -> Profile:
+        confirmed = study.user_attrs.get("confirmed", {})
+        trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
+        ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
+        try:
+            return build_profile(
+                trials,
+                confirmed=ok or None,
+                model=model,
+                provenance=_provenance(study, storage),
+                budget_mb=float(attrs["settings"]["vram_budget_mb"]),
+                prefer=prefer,
+                gpu_present=gpu_present,
+            )
+        except ProfileError as exc:
+            raise UserError(str(exc)) from None
+
+    profile = build()
+    if remeasure is not None:
+        done = study.user_attrs.get("confirmed", {})
+        numbers = {t.measured.trial for t in profile.tiers if t.measured is not None}
+        todo = [study.trials[n] for n in sorted(numbers) if str(n) not in done]
+        if todo:
+            echo(f"Confirming the tiers' settings ({len(todo)} more):")
+            confirm_trials(study, todo, remeasure, echo)
+            profile = build()
     path = output or out_dir / f"{study.study_name}.yaml"
     try:
         write_profile(path, profile)

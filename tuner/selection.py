@@ -6,8 +6,10 @@
 3. `prefer` picks one point of the front:
    - throughput: the highest tok/s;
    - latency: the lowest first-token latency;
-   - balanced (default): the point closest to the ideal (best tok/s, best latency), after scaling
-     each objective to [0, 1] over the front, so neither unit dominates.
+   - balanced (default): the point closest to the ideal (best tok/s, best latency), each
+     objective measured as its relative shortfall from the best on the front (10 % fewer tok/s
+     weighs as much as 10 % more latency), so neither unit dominates and a 1 ms difference
+     between two otherwise equal trials stays a small difference.
 4. Ties (equal after rounding to 0.1 %) go to the larger n_ctx (more chat history for the app),
    then the smaller VRAM.
 """
@@ -68,12 +70,10 @@ def score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:
         return lat
     if prefer != "balanced":
         raise ValueError(f"prefer must be one of {', '.join(PREFER_CHOICES)}")
-    t_hi = max(f.values[0] for f in front)
-    t_lo = min(f.values[0] for f in front)
-    l_hi = max(f.values[1] for f in front)
-    l_lo = min(f.values[1] for f in front)
-    dt = (t_hi - tps) / (t_hi - t_lo) if t_hi > t_lo else 0.0
-    dl = (lat - l_lo) / (l_hi - l_lo) if l_hi > l_lo else 0.0
+    t_best = max(float(f.values[0]) for f in front)
+    l_best = min(float(f.values[1]) for f in front)
+    dt = (t_best - tps) / t_best if t_best > 0 else 0.0
+    dl = (lat - l_best) / l_best if l_best > 0 else 0.0
     return math.hypot(dt, dl)
 
 

@@ -41,29 +41,28 @@ def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
     echo(render_summary(trials, settings.prefer))
     profile = None
     if settings.export:
-        from tuner.confirm import confirm
+        from tuner.confirm import Remeasure, confirm
         from tuner.export import export_profile
 
+        how = None
         if settings.confirm_k > 0:
-            echo(
-                f"Confirming the top {settings.confirm_k} candidates "
-                f"({settings.confirm_runs} fresh processes each):"
-            )
-            confirm(
-                result.study,
-                prefer=settings.prefer,
-                k=settings.confirm_k,
+            how = Remeasure(
                 runs=settings.confirm_runs,
                 timeout_s=settings.trial_timeout_s,
                 model_path=ctx.model.path,
                 workload=ctx.workload_spec(),
-                echo=echo,
             )
+            echo(
+                f"Confirming the top {settings.confirm_k} candidates "
+                f"({settings.confirm_runs} fresh processes each):"
+            )
+            confirm(result.study, prefer=settings.prefer, k=settings.confirm_k, how=how, echo=echo)
         profile = export_profile(
             result.study,
             prefer=settings.prefer,
             out_dir=settings.profile_dir,
             storage=settings.storage,
+            remeasure=how,
             echo=echo,
         )
     return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), False, profile)

@@ -34,8 +34,9 @@ def export(
     if confirm_k < 0 or confirm_runs < 1:
         raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
     s = load_existing_study(storage, study)
+    how = None
     if confirm_k:
-        from tuner.confirm import confirm
+        from tuner.confirm import Remeasure, confirm
 
         model = Path(s.user_attrs.get("model", {}).get("path", ""))
         workload = s.user_attrs.get("workload_spec")
@@ -44,21 +45,14 @@ def export(
                 f"cannot re-measure: the model file {model} is gone or the study has no "
                 "workload; export without --confirm"
             )
-        confirm(
-            s,
-            prefer=prefer,
-            k=confirm_k,
-            runs=confirm_runs,
-            timeout_s=timeout,
-            model_path=model,
-            workload=workload,
-            echo=lambda line: typer.echo(line),
-        )
+        how = Remeasure(runs=confirm_runs, timeout_s=timeout, model_path=model, workload=workload)
+        confirm(s, prefer=prefer, k=confirm_k, how=how, echo=lambda line: typer.echo(line))
     export_profile(
         s,
         prefer=prefer,
         out_dir=profile_dir,
         storage=storage,
         output=output,
+        remeasure=how,
         echo=lambda line: typer.echo(line),
     )
