@@ -6,7 +6,7 @@
 #           re-measure the profiles (scripts/bench_profiles.py) and verify the exported profile.
 # Results go to $OUT (gpu.db, logs, JSON) and are written up in docs/benchmarks/gpu.md.
 set -uo pipefail
-phase="${1:?phase1|phase2}"
+phase="${1:?phase1|phase2|reexport|verify}"
 T0=$(date +%s)
 W=/tmp/gpu; mkdir -p "$W" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD DM_TUNE_CACHE=/tmp/dmcache PYTHONUNBUFFERED=1
@@ -37,6 +37,15 @@ open('$OUT/llama_log_cuda_h100.txt', 'w').write(measure_log('$MODEL', {'n_ctx': 
   setsid nohup bash -c "cd '$PWD' && ${RUN[*]} > $W/run.log 2>&1; echo EXIT \$? >> $W/run.log" > /dev/null 2>&1 &
   while [ $(( $(date +%s) - T0 )) -lt 575 ] && ! grep -q '^EXIT' "$W/run.log" 2>/dev/null; do sleep 5; done
   tail -5 "$W/run.log"; collect
+elif [ "$phase" = reexport ]; then
+  # a fresh machine: rebuild, regenerate the (deterministic) GGUF, re-export from the carried study
+  prepare; [ -f "$W/gpu.db" ] || cp .devcarry/gpu.db "$W/gpu.db"
+  python3 -m tuner.cli export --storage "$DB" --profile-dir "$W/profiles" --confirm 3 --confirm-runs 2 2>&1 | tail -20
+  collect
+elif [ "$phase" = verify ]; then
+  prof=$(ls "$W"/profiles/*.yaml | head -1)
+  timeout 560 python3 -m tuner.cli verify "$prof" --model "$MODEL" --runs 2 2>&1 | tail -20 | tee "$OUT/verify.log"
+  collect
 else
   if ! ready || [ ! -f "$MODEL" ]; then
     echo "fresh machine: rebuilding and resuming from the carried study"
