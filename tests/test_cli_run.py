@@ -207,8 +207,21 @@ def test_ctrl_c_keeps_the_study_and_a_rerun_continues(
 def test_run_confirms_and_exports_a_profile_that_llama_loads(
     demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
 ) -> None:
-    r = runner.invoke(app, _args(demo_model, quick_workload, small_space, "--trials", "4",
-                                 "--confirm", "2", "--confirm-runs", "1", "--no-baselines"))
+    r = runner.invoke(
+        app,
+        _args(
+            demo_model,
+            quick_workload,
+            small_space,
+            "--trials",
+            "4",
+            "--confirm",
+            "2",
+            "--confirm-runs",
+            "1",
+            "--no-baselines",
+        ),
+    )
     assert r.exit_code == 0, r.output
     assert "Confirming the top 2 candidates" in r.output and "Profile written" in r.output
     profiles = list((chdir_tmp / "configs" / "profiles").glob("*.yaml"))
@@ -231,3 +244,70 @@ def test_run_confirms_and_exports_a_profile_that_llama_loads(
     r2 = runner.invoke(app, ["export", "--prefer", "throughput"])
     assert r2.exit_code == 0, r2.output
     assert not list((chdir_tmp / "configs" / "profiles").glob(".*.tmp"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_dashboard_serves_the_study_with_its_constraints(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    """A real optuna-dashboard server on a real study: trials, and the VRAM constraint it reads."""
+    import json
+    import urllib.request
+
+    r = runner.invoke(
+        app,
+        _args(
+            demo_model,
+            quick_workload,
+            small_space,
+            "--trials",
+            "2",
+            "--no-export",
+            "--no-baselines",
+        ),
+    )
+    assert r.exit_code == 0, r.output
+    port = _free_port()
+    with subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "dashboard", "--port", str(port)],
+        cwd=chdir_tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as server:
+        try:
+            base = f"http://127.0.0.1:{port}/api/studies"
+            studies = None
+            for _ in range(150):
+                try:
+                    with urllib.request.urlopen(base) as resp:
+                        studies = json.loads(resp.read())["study_summaries"]
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            assert studies, "optuna-dashboard did not answer"
+            with urllib.request.urlopen(f"{base}/{studies[0]['study_id']}") as resp:
+                data = json.loads(resp.read())
+            trials = data["trials"]
+            assert len(trials) == 2
+            assert all(
+                t["constraints"] and t["constraints"][0] < 0
+                for t in trials
+                if t["state"] == "Complete"
+            )
+            assert any(a["key"] == "metrics" for a in trials[0]["user_attrs"])
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def test_dashboard_refuses_a_missing_database(chdir_tmp: Path) -> None:
+    r = runner.invoke(app, ["dashboard"])
+    assert r.exit_code == 2 and "no study database" in r.output
+    assert not (chdir_tmp / "studies" / "dm-tune.db").exists()

@@ -53,6 +53,10 @@ def _register() -> None:
 
     app.command("export")(export_cmd.export)
 
+    from tuner.commands import dashboard_cmd
+
+    app.command("dashboard")(dashboard_cmd.dashboard)
+
     from tuner.commands import verify_cmd
 
     app.command("verify")(verify_cmd.verify)
