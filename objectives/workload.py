@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -54,6 +56,19 @@ class Workload(_Strict):
         """The prompt of the measured answer (cold: processed whole after load)."""
         t = self.template
         return self._turns_text() + t.user.format(text=self.message) + t.generation_prefix
+
+    def spec(self, repeats: int | None = None) -> dict[str, Any]:
+        """The JSON-able dict a trial child measures (objectives/measure.py reads it)."""
+        return {
+            "prompt": self.prompt(),
+            "next_prompt": self.next_prompt(),
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "warmup": self.warmup,
+            "repeats": repeats or self.repeats,
+        }
 
     def next_prompt(self) -> str | None:
         """The next turn's prompt: `prompt()`'s text, then the reply and a new message."""

@@ -77,20 +77,6 @@ RUN_COLUMNS = (
 )
 
 
-def workload_spec(w: Workload, repeats: int | None = None) -> dict[str, Any]:
-    """The dict tuner.prepare.Context.workload_spec sends a trial child (repeats overridable)."""
-    return {
-        "prompt": w.prompt(),
-        "next_prompt": w.next_prompt(),
-        "max_tokens": w.max_tokens,
-        "temperature": w.temperature,
-        "top_p": w.top_p,
-        "seed": w.seed,
-        "warmup": w.warmup,
-        "repeats": repeats or w.repeats,
-    }
-
-
 def digest(obj: Any) -> str:
     """Same digest as tuner.prepare (a study's settings.workload_digest)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
@@ -255,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     model = a.model or ensure_demo_model()
     info = read_gguf(model)
     workload = load_model(a.workload, Workload)
-    spec_w = workload_spec(workload, repeats=a.repeats)
+    spec_w = workload.spec(repeats=a.repeats)
     texts = [workload.prompt()] + ([workload.next_prompt() or ""] if workload.next_turn else [])
     probe = run_probe(info.path, texts, smoke=False)
     hw = detect()
@@ -362,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "workload": {
             "file": _rel(a.workload),
             "digest": digest(spec_w),
-            "digest_default_repeats": digest(workload_spec(workload)),
+            "digest_default_repeats": digest(workload.spec()),
             "repeats": a.repeats,
             "prompt_tokens": max(probe.n_tokens),
             "max_tokens": workload.max_tokens,

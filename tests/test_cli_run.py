@@ -311,3 +311,28 @@ def test_dashboard_refuses_a_missing_database(chdir_tmp: Path) -> None:
     r = runner.invoke(app, ["dashboard"])
     assert r.exit_code == 2 and "no study database" in r.output
     assert not (chdir_tmp / "studies" / "dm-tune.db").exists()
+
+
+def test_identical_settings_are_never_measured_twice(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    """8 distinct settings in the space, 14 trials: the rest reuse earlier results."""
+    s = _settings(
+        demo_model,
+        quick_workload,
+        small_space,
+        tmp_path,
+        trials=14,
+        child_argv=stand_in("canned"),
+        prune=False,
+    )
+    tune(s, echo=lambda _: None)
+    trials = _load(tmp_path / "s.db").get_trials()
+    reused = [t for t in trials if t.user_attrs["status"] == "reused"]
+    assert len(reused) >= 14 - 8
+    for t in reused:
+        src = trials[t.user_attrs["reused_from"]]
+        assert t.values == src.values and t.user_attrs["key"] == src.user_attrs["key"]
+    assert len({t.user_attrs["key"] for t in trials if t.user_attrs["status"] == "ok"}) == len(
+        [t for t in trials if t.user_attrs["status"] == "ok"]
+    )

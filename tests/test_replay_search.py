@@ -61,16 +61,16 @@ def test_trials_to_throughput_counts_the_first_trial_within_tolerance() -> None:
 
 
 def test_trials_to_balanced_follows_choose_best_over_the_trials_so_far() -> None:
-    # The balanced point of the whole table is (50, 500); alone, (100, 2000) and (10, 100)
+    # The balanced point of the whole table is (90, 150); alone, (100, 2000) and (10, 100)
     # would each be the export's choice at some point, but neither is within 2 % of it.
     run = [
         _outcome(_params(1, 32, 256), (100.0, 2000.0)),
         _outcome(_params(1, 32, 512), (10.0, 100.0)),
-        _outcome(_params(2, 32, 256), (49.5, 505.0)),
+        _outcome(_params(2, 32, 256), (89.5, 151.0)),
     ]
-    assert trials_to_balanced(run[:2], (50.0, 500.0), 0.02) is None
-    assert trials_to_balanced(run, (50.0, 500.0), 0.02) == 3
-    assert trials_to_balanced(run, (50.0, 500.0), 0.005) is None
+    assert trials_to_balanced(run[:2], (90.0, 150.0), 0.02) is None
+    assert trials_to_balanced(run, (90.0, 150.0), 0.02) == 3
+    assert trials_to_balanced(run, (90.0, 150.0), 0.005) is None
 
 
 def test_table_targets() -> None:

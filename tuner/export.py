@@ -30,6 +30,24 @@ def _provenance(study: optuna.Study, storage: str) -> dict[str, Any]:
     }
 
 
+def _compare_to_baseline(study: optuna.Study, tier: Any, echo: Echo) -> None:
+    """Default tier vs Desktop-Mate's own "performance" profile measured in the same study."""
+    ref = next((t for t in study.trials if t.user_attrs.get("baseline") == "performance"), None)
+    if ref is None or tier.measured is None:
+        return
+    c = study.user_attrs.get("confirmed", {}).get(str(ref.number), {})
+    values = c.get("values") or ref.values
+    if not values or ref.state.name != "COMPLETE":
+        echo(f"  Desktop-Mate's performance profile (trial {ref.number}) did not run here.")
+        return
+    tps, lat = tier.measured.gen_tok_s.median, tier.measured.ttft_ms.median
+    echo(
+        f"  vs Desktop-Mate's performance profile (trial {ref.number}: {values[0]:.1f} tok/s, "
+        f"{values[1]:.0f} ms): {(tps / values[0] - 1) * 100:+.1f} % tok/s, "
+        f"{(lat / values[1] - 1) * 100:+.1f} % first-token latency"
+    )
+
+
 def export_profile(
     study: optuna.Study,
     *,
@@ -97,6 +115,12 @@ def export_profile(
         echo(
             f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
             f"{describe_settings(tier.llama.kwargs())} | {perf}"
+        )
+    _compare_to_baseline(study, default, echo)
+    if profile.quality_affecting:
+        echo(
+            f"note: {', '.join(profile.quality_affecting)} change the model's answers "
+            "(quantized KV cache): check answer quality before shipping this profile"
         )
     echo(
         f"Chosen by --prefer {prefer} among the Pareto-optimal trials within the VRAM budget "

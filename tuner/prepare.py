@@ -46,18 +46,7 @@ class Context:
         return bool(self.hardware.gpus) and self.probe.gpu_offload
 
     def workload_spec(self) -> dict[str, Any]:
-        w = self.workload
-        repeats = self.settings.repeats or w.repeats
-        return {
-            "prompt": w.prompt(),
-            "next_prompt": w.next_prompt(),
-            "max_tokens": w.max_tokens,
-            "temperature": w.temperature,
-            "top_p": w.top_p,
-            "seed": w.seed,
-            "warmup": w.warmup,
-            "repeats": repeats,
-        }
+        return self.workload.spec(self.settings.repeats)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change for a study to be resumed: results stay comparable."""

@@ -35,7 +35,10 @@ def candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [
         t
         for t in trials
-        if t.state == TrialState.COMPLETE and t.values is not None and is_feasible(t)
+        if t.state == TrialState.COMPLETE
+        and t.values is not None
+        and is_feasible(t)
+        and t.user_attrs.get("status") != "reused"  # a copy of an earlier trial's result
     ]
 
 

@@ -23,7 +23,6 @@ from tuner.errors import UserError
 from tuner.paths import default_config
 from tuner.profile import Tier
 from tuner.profile_run import FreeVram, free_vram, open_profile, resolve_model
-from tuner.workload_spec import workload_spec
 from tuner.yaml_io import load_model
 
 Verdict = Literal["pass", "fail", "skipped", "unrecorded"]
@@ -183,7 +182,7 @@ def verify_profile(
     free = free_vram()
     spec_base: dict[str, object] = {
         "model_path": str(model_path),
-        "workload": workload_spec(w, repeats),
+        "workload": w.spec(repeats),
     }
     echo(
         f"Verifying {len(profile.tiers)} tier(s) of {path} on {model_path.name}: "

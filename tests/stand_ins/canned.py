@@ -4,6 +4,10 @@ import json
 import sys
 
 spec = json.load(open(sys.argv[1], encoding="utf-8"))
+if spec.get("probe"):  # the real child answers the probe (tokenizer, build abilities)
+    from objectives.child import main
+
+    sys.exit(main(sys.argv[1:]))
 metrics = {
     "gen_tok_s": 50.0 + spec.get("params", {}).get("n_threads", 1),
     "ttft_ms": 100.0,

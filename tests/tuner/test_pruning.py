@@ -10,8 +10,14 @@ PTS = [
 ]
 
 
-def w(*, elapsed: float = 1.0, tokens: int = 0, ttft: float | None = None, gen: float = 0.0,
-      vram: float | None = 5000.0) -> Watch:
+def w(
+    *,
+    elapsed: float = 1.0,
+    tokens: int = 0,
+    ttft: float | None = None,
+    gen: float = 0.0,
+    vram: float | None = 5000.0,
+) -> Watch:
     return Watch("repeat 1", elapsed, tokens, ttft, gen, vram)
 
 

@@ -12,7 +12,6 @@ from objectives.runner import run_child
 from objectives.workload import Workload
 from tuner.cli import app
 from tuner.verify import judge
-from tuner.workload_spec import workload_spec
 from tuner.yaml_io import load_model
 
 runner = CliRunner()
@@ -27,7 +26,7 @@ def measured_tok_s(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     spec = {
         "model_path": str(demo_model),
         "params": CPU_SETTINGS,
-        "workload": workload_spec(load_model(w, Workload), repeats=2),
+        "workload": load_model(w, Workload).spec(repeats=2),
     }
     res = run_child(spec, 300)
     assert res.status == "ok" and res.metrics is not None, res.reason
