@@ -74,7 +74,6 @@ class Progress:
         latency: str,
         prefer: str,
         max_same_failures: int,
-        last: dict[str, ChildResult],
         echo: Callable[[str], None],
     ) -> None:
         self.total = total
@@ -82,7 +81,6 @@ class Progress:
         self.latency = latency
         self.prefer = prefer
         self.max_same = max_same_failures
-        self.last = last
         self.echo = echo
         self.ran = 0
         self.t0 = time.perf_counter()
@@ -121,13 +119,18 @@ class Progress:
         self._guard(study, trial)
 
     def _guard(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        res = self.last.get("result")
-        failed = trial.state == TrialState.FAIL and trial.user_attrs.get("status") not in (
-            "interrupted",
-        )
-        if not failed or res is None or res.status == "ok":
+        """Count identical failures in a row; reused failures (same settings) count too."""
+        a = trial.user_attrs
+        failed = trial.state == TrialState.FAIL and a.get("status") not in ("interrupted", None)
+        if not failed:
             self.streak, self.streak_sig = 0, None
             return
+        res = ChildResult(
+            a["status"],
+            str(a.get("reason", "")),
+            returncode=a.get("returncode"),
+            phase=a.get("phase"),
+        )
         sig = res.signature
         self.streak = self.streak + 1 if sig == self.streak_sig else 1
         self.streak_sig = sig

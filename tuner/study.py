@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.llama_buffers import parse_buffers
-from objectives.runner import ChildResult, run_child
+from objectives.runner import run_child
 from tuner.errors import StudyAborted, UserError
 from tuner.prepare import Context
 from tuner.progress import Progress
@@ -152,9 +152,7 @@ def _previous(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
     return None
 
 
-def make_objective(
-    ctx: Context, study: optuna.Study, last: dict[str, ChildResult]
-) -> Callable[[optuna.Trial], list[float]]:
+def make_objective(ctx: Context, study: optuna.Study) -> Callable[[optuna.Trial], list[float]]:
     s = ctx.settings
     budget = s.vram_budget_mb
     workload = ctx.workload_spec()
@@ -163,7 +161,6 @@ def make_objective(
         guard.pairs.extend(seed_pairs(study.get_trials(deepcopy=False)))
 
     def objective(trial: optuna.Trial) -> list[float]:
-        last.pop("result", None)
         params = ctx.space.suggest(trial)
         key = key_of(params)
         trial.set_user_attr("llama_kwargs", params)
@@ -181,7 +178,9 @@ def make_objective(
                     copy_constraint(trial, v)
                     break
                 return list(prev.values)
-            trial.set_user_attr("status", prev.user_attrs.get("status", "failed"))
+            for k in ("status", "returncode", "phase"):
+                if k in prev.user_attrs:
+                    trial.set_user_attr(k, prev.user_attrs[k])
             reason = f"same settings as trial {prev.number}: {prev.user_attrs.get('reason', '')}"
             trial.set_user_attr("reason", reason)
             if prev.state == TrialState.PRUNED:
@@ -213,7 +212,6 @@ def make_objective(
             trial.set_user_attr("status", "interrupted")
             trial.set_user_attr("reason", "interrupted by the user (Ctrl-C); re-run to redo it")
             raise
-        last["result"] = res
         record_child(trial, res)
         buffers = parse_buffers(str(res.payload.get("llama_log", "")))
         if buffers:
@@ -253,7 +251,6 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
         return result
     if done:
         echo(f"Resuming study '{ctx.study_name}': {done} trials kept, {todo} to run.")
-    last: dict[str, ChildResult] = {}
     progress = Progress(
         study,
         total=ctx.settings.trials,
@@ -261,13 +258,12 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
         latency=ctx.settings.latency,
         prefer=ctx.settings.prefer,
         max_same_failures=ctx.settings.max_same_failures,
-        last=last,
         echo=echo,
     )
     t0 = time.perf_counter()
     try:
         study.optimize(
-            make_objective(ctx, study, last),
+            make_objective(ctx, study),
             n_trials=todo,
             catch=(TrialFailed,),
             callbacks=[progress],

@@ -36,7 +36,9 @@ def record_child(trial: optuna.Trial, res: ChildResult) -> None:
     gpu = {k: v for k, v in asdict(res.gpu).items() if v is not None}
     if gpu:
         trial.set_user_attr("gpu", gpu)
-    if res.status != "ok" and res.stderr_tail:
+    if res.status not in ("ok", "pruned"):
+        trial.set_user_attr("returncode", res.returncode)
+        trial.set_user_attr("phase", res.phase)
         trial.set_user_attr("stderr_tail", res.stderr_tail[-2000:])
 
 
