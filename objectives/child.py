@@ -16,12 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from objectives.llama_log import LogCapture
+from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.measure import measure, phase
 from objectives.metrics import TrialMetrics
-
-OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
 
 
 def peak_rss_mb() -> float:
@@ -51,6 +49,18 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _failure(exc: Exception, log: LogCapture, kind: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A Python-level failure as a result the parent can classify (OOM text wins)."""
+    text = f"{exc}\n{log.text()[-4000:]}\n{traceback.format_exc()}"
+    return {
+        "ok": False,
+        "kind": "oom" if looks_oom(text) else kind,
+        "error": f"{type(exc).__name__}: {exc}",
+        "log": text,
+        **info,
+    }
+
+
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     phase("import")
     import llama_cpp
@@ -73,28 +83,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             model_path=spec["model_path"], **to_llama_kwargs(spec["params"]), verbose=False
         )
     except Exception as exc:
-        text = f"{exc}\n{log.text()[-4000:]}"
-        kind = "oom" if any(m in text.lower() for m in OOM_MARKERS) else "load_failed"
-        return {
-            "ok": False,
-            "kind": kind,
-            "error": str(exc) or type(exc).__name__,
-            "log": text,
-            **info,
-        }
+        return _failure(exc, log, "load_failed", info)
     load_s = time.perf_counter() - t0
     try:
         samples, n_prompt, n_gen = measure(llm, spec)
     except Exception as exc:
-        text = f"{exc}\n{log.text()[-4000:]}"
-        kind = "oom" if any(m in text.lower() for m in OOM_MARKERS) else "exception"
-        return {
-            "ok": False,
-            "kind": kind,
-            "error": f"{type(exc).__name__}: {exc}",
-            "log": text + "\n" + traceback.format_exc(),
-            **info,
-        }
+        return _failure(exc, log, "exception", info)
     metrics = TrialMetrics.from_samples(
         samples,
         load_s=load_s,

@@ -6,6 +6,15 @@ import ctypes
 import re
 from typing import Any
 
+# Text llama.cpp / CUDA print when memory runs out (the load or a decode then fails).
+OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
+
+
+def looks_oom(text: str) -> bool:
+    low = text.lower()
+    return any(m in low for m in OOM_MARKERS)
+
+
 # Lines worth keeping with a trial: buffer sizes, offload decisions, errors.
 RELEVANT = re.compile(
     r"buffer size|offload|error|failed|warning|CUDA|flash_attn|n_ctx|type_k", re.I

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import psutil
 
+from objectives.llama_log import looks_oom
 from objectives.metrics import TrialMetrics
 from objectives.nvml import GpuReading, GpuSampler
 
@@ -44,7 +45,6 @@ class Watch:
 Watcher = Callable[[Watch], str | None]
 
 CHILD_ARGV = [sys.executable, "-m", "objectives.child"]
-OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
 # NTSTATUS codes a crashed Windows process exits with.
 WINDOWS_CRASHES = {
     0xC0000005: "ACCESS_VIOLATION",
@@ -249,8 +249,7 @@ def _classify(
         return ChildResult("ok", "", metrics=m, **common)
     if payload.get("ok") and rc == 0:
         return ChildResult("ok", "", **common)
-    text = (payload.get("log", "") + "\n" + stderr).lower()
-    if payload.get("kind") == "oom" or any(m in text for m in OOM_MARKERS):
+    if payload.get("kind") == "oom" or looks_oom(payload.get("log", "") + "\n" + stderr):
         first = payload.get("error") or _first_error_line(stderr) or "out of memory"
         return ChildResult("oom", f"out of memory: {first}", **common)
     if payload:

@@ -17,8 +17,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from objectives.child import OOM_MARKERS
-from objectives.llama_log import LogCapture
+from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.measure import phase
 from objectives.process_vram import process_vram_mb
@@ -167,7 +166,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, **soak(llm, spec)}
     except Exception as exc:
         text = f"{exc}\n{log.text()[-4000:]}"
-        kind = "oom" if any(m in text.lower() for m in OOM_MARKERS) else "exception"
+        kind = "oom" if looks_oom(text) else "exception"
         return {"ok": False, "kind": kind, "error": f"{type(exc).__name__}: {exc}", "log": text}
 
 
