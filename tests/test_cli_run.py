@@ -336,3 +336,26 @@ def test_identical_settings_are_never_measured_twice(
     assert len({t.user_attrs["key"] for t in trials if t.user_attrs["status"] == "ok"}) == len(
         [t for t in trials if t.user_attrs["status"] == "ok"]
     )
+
+
+def test_warm_latency_can_be_the_objective(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    r = runner.invoke(
+        app,
+        [
+            *_args(demo_model, quick_workload, small_space),
+            "--trials",
+            "1",
+            "--latency",
+            "warm",
+            "--no-baselines",
+            "--no-export",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "warm TTFT" in r.output
+    t = _load(chdir_tmp / "studies" / "dm-tune.db").get_trials()[0]
+    m = t.user_attrs["metrics"]
+    assert t.values == [m["gen_tok_s"], m["warm_ttft_ms"]]
+    assert m["warm_ttft_ms"] < m["ttft_ms"]  # the next turn reuses the cached prefix
