@@ -98,7 +98,8 @@ def confirm_trials(
             n_generated=last.n_generated,
         )
         metrics = m.to_dict()
-        metrics["vram_mb"] = max(vram) if vram else None
+        metrics["vram_mb"] = max(vram) if vram else None  # the peak bounds the tier
+        metrics["vram_mb_runs"] = vram  # one peak per fresh process: median and spread
         metrics["vram_source"] = last.vram_source
         values = objective_values(metrics, latency)
         gap = (values[0] - t.values[0]) / t.values[0] * 100 if t.values and t.values[0] else 0.0

@@ -101,6 +101,8 @@ class Measured(_Strict):
     ttft_ms: Stat
     warm_ttft_ms: Stat | None = None
     vram_mb: float | None = Field(default=None, ge=0)  # peak over the trial; null without a GPU
+    # median and spread of the per-process peaks when re-measured in fresh processes
+    vram: Stat | None = None
 
 
 class Tier(_Strict):

@@ -107,7 +107,13 @@ def _measured(t: FrozenTrial) -> Measured:
         ttft_ms=Stat(median=float(m["ttft_ms"]), cv=float(m.get("ttft_ms_cv", 0.0))),
         warm_ttft_ms=None if warm_median is None else Stat(median=warm_median, cv=cv(warm)),
         vram_mb=_vram(t),
+        vram=_vram_stat(m),
     )
+
+
+def _vram_stat(m: dict[str, Any]) -> Stat | None:
+    runs = [float(v) for v in m.get("vram_mb_runs") or []]
+    return Stat(median=statistics.median(runs), cv=cv(runs)) if runs else None
 
 
 def _gb(mb: float) -> str:

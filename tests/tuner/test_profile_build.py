@@ -133,3 +133,24 @@ def test_no_feasible_trial_is_a_clear_error(make_trial: MakeTrial) -> None:
 def test_unknown_prefer_is_refused(make_trial: MakeTrial) -> None:
     with pytest.raises(ProfileError, match="prefer must be one of"):
         _build([make_trial(20, 900, None, 0)], prefer="fastest")
+
+
+def test_confirmed_tiers_carry_vram_median_and_spread(make_trial: MakeTrial) -> None:
+    from tuner.confirm import apply_confirmations
+
+    t = make_trial(300.0, 60.0, 5000.0, 33)
+    cpu = make_trial(8.0, 3000.0, 800.0, 0)
+    metrics = {**t.user_attrs["metrics"], "vram_mb": 5010.0, "vram_mb_runs": [4990.0, 5010.0]}
+    confirmed = {
+        str(t.number): {
+            "status": "ok",
+            "values": [301.0, 61.0],
+            "metrics": metrics,
+            "over_budget_mb": 5010.0 - BUDGET_MB,
+        }
+    }
+    prof = _build(apply_confirmations([t, cpu], confirmed), confirmed={t.number})
+    top = prof.tier(prof.default_tier).measured
+    assert top is not None and top.vram is not None
+    assert top.vram.median == 5000.0 and top.vram.cv > 0 and top.vram_mb == 5010.0
+    assert prof.tiers[-1].measured is not None and prof.tiers[-1].measured.vram is None
