@@ -67,6 +67,32 @@ def list_gpus() -> list[GpuInfo]:
     return out
 
 
+def _used_by(nv: Any, handles: list[Any], pids: set[int]) -> float | None:
+    """MB that `pids` hold over `handles`: 0.0 when none, None where the driver can't say per
+    process (Windows WDDM) - unknown, never a made-up 0."""
+    try:
+        total = 0.0
+        for h in handles:
+            for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
+                if p.pid in pids:
+                    if p.usedGpuMemory is None:
+                        return None
+                    total += p.usedGpuMemory / 2**20
+        return total
+    except Exception:
+        return None
+
+
+def process_vram_mb(pid: int) -> float | None:
+    """VRAM one process holds right now, over all NVIDIA GPUs; None without one (soak checkpoints:
+    NVML is a driver query, asking costs the measured process nothing)."""
+    nv = _nvml()
+    if nv is None:
+        return None
+    handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
+    return _used_by(nv, handles, {pid})
+
+
 @dataclass(frozen=True)
 class GpuReading:
     """Peak VRAM of a process tree and GPU telemetry over a trial."""
@@ -140,28 +166,14 @@ class GpuSampler:
     def _process_used(self) -> float | None:
         """VRAM used by the child's process tree, None where NVML can't say (WDDM)."""
         assert self._nv is not None
-        nv = self._nv
-        try:
-            import psutil
+        import psutil
 
-            pids = set(self._pids)
-            try:
-                pids |= {c.pid for c in psutil.Process(next(iter(self._pids))).children(True)}
-            except psutil.Error:
-                pass
-            total = 0.0
-            seen = False
-            for h in self._handles:
-                for p in nv.nvmlDeviceGetComputeRunningProcesses(h):
-                    if p.pid in pids:
-                        used = p.usedGpuMemory
-                        if used is None:
-                            return None
-                        total += used / 2**20
-                        seen = True
-            return total if seen else 0.0
-        except Exception:
-            return None
+        pids = set(self._pids)
+        try:
+            pids |= {c.pid for c in psutil.Process(next(iter(self._pids))).children(True)}
+        except psutil.Error:
+            pass
+        return _used_by(self._nv, self._handles, pids)
 
     def _sample(self) -> None:
         assert self._nv is not None

@@ -20,7 +20,7 @@ from typing import Any
 from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.measure import phase
-from objectives.process_vram import process_vram_mb
+from objectives.nvml import process_vram_mb
 
 # What a user says to Kira over an evening; cycled. Varied lengths, as in a real chat.
 USER_MESSAGES = (
