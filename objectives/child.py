@@ -1,7 +1,12 @@
-"""The trial child: `python -m objectives.child SPEC.json RESULT.json`.
+"""The trial child: `python -m objectives.child SPEC.json RESULT.json`, or `... --wait`.
 
 Runs in a fresh (spawned) interpreter so a crash, a hang or leaked VRAM cannot hurt the study.
 Writes a JSON result; a native crash writes nothing, and the parent reads the exit code instead.
+
+With `--wait` (a pre-warmed child, objectives.prewarm) it imports llama_cpp and discovers its
+devices first, says `dm-tune-phase: ready`, then reads `{"spec": ..., "result": ...}` from
+stdin; after the model load it says `dm-tune-phase: loaded` and waits for a `go` line before
+measuring. An empty line or end of input before the spec: exit quietly (the pool was closed).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,8 +67,31 @@ def _failure(exc: Exception, log: LogCapture, kind: str, info: dict[str, Any]) -
     }
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
+def _prepare() -> None:
+    """Everything a trial needs before it knows its settings: imports and device discovery."""
     phase("import")
+    import llama_cpp
+
+    llama_cpp.llama_supports_gpu_offload()  # the backend registry: finds the GPUs, no allocation
+
+
+def _no_gate() -> None:
+    return None
+
+
+def run(
+    spec: dict[str, Any],
+    *,
+    t_start: float | None = None,
+    gate: Callable[[], None] = _no_gate,
+    extra: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Load the model with the spec's settings, wait for `gate`, measure; the result dict.
+
+    `t_start` (wall clock) is where the trial's start-up overhead counts from: the process start,
+    or for a pre-warmed child the moment its spec arrived."""
+    t_start = _process_start() if t_start is None else t_start
+    _prepare()
     import llama_cpp
 
     log = LogCapture()
@@ -76,7 +105,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
         return probe(spec)
     phase("load")
-    startup_s = time.time() - _process_start()
+    startup_s = time.time() - t_start
     t0 = time.perf_counter()
     try:
         llm = llama_cpp.Llama(
@@ -85,6 +114,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         return _failure(exc, log, "load_failed", info)
     load_s = time.perf_counter() - t0
+    phase("loaded")
+    gate()
     try:
         samples, n_prompt, n_gen = measure(llm, spec)
     except Exception as exc:
@@ -96,13 +127,39 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         n_prompt_tokens=n_prompt,
         n_generated=n_gen,
     )
-    metrics = replace(metrics, extra={"startup_s": round(startup_s, 3)})
+    metrics = replace(metrics, extra={"startup_s": round(startup_s, 3), **(extra or {})})
     phase("done")
     return {"ok": True, "metrics": metrics.to_dict(), "llama_log": log.relevant(), **info}
 
 
+def _read_go() -> None:
+    sys.stdin.readline()  # "go" (or end of input: the parent is gone, measuring is harmless)
+
+
+def _wait_mode() -> int:
+    """Pre-warmed: prepare, say ready, then run the spec the parent sends on stdin."""
+    _prepare()
+    t_ready = time.time()
+    phase("ready")
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    t_spec = time.time()
+    paths = json.loads(line)
+    spec = json.loads(Path(paths["spec"]).read_text(encoding="utf-8"))
+    extra = {
+        "prewarm_s": round(t_ready - _process_start(), 3),  # off the critical path
+        "idle_s": round(t_spec - t_ready, 3),
+    }
+    result = run(spec, t_start=t_spec, gate=_read_go, extra=extra)
+    _write(Path(paths["result"]), result)
+    return 0 if result.get("ok") else 1
+
+
 def main(argv: list[str]) -> int:
     faulthandler.enable()  # a native crash still prints where Python was
+    if argv == ["--wait"]:
+        return _wait_mode()
     spec_path, result_path = Path(argv[0]), Path(argv[1])
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     result = run(spec)

@@ -6,15 +6,12 @@ Portable: the child is a fresh interpreter (no fork), process trees are ended th
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import psutil
@@ -22,6 +19,8 @@ import psutil
 from objectives.llama_log import looks_oom
 from objectives.metrics import TrialMetrics
 from objectives.nvml import GpuReading, GpuSampler
+from objectives.prewarm import WarmPool
+from objectives.spawned import Spawned, start
 
 Status = Literal["ok", "failed", "oom", "crashed", "timeout", "pruned"]
 
@@ -45,6 +44,7 @@ class Watch:
 Watcher = Callable[[Watch], str | None]
 
 CHILD_ARGV = [sys.executable, "-m", "objectives.child"]
+POLL_S = 0.05
 # NTSTATUS codes a crashed Windows process exits with.
 WINDOWS_CRASHES = {
     0xC0000005: "ACCESS_VIOLATION",
@@ -71,27 +71,6 @@ class ChildResult:
     def signature(self) -> str:
         """Same failure, same signature: used to spot a build that crashes every time."""
         return f"{self.status}|{self.returncode}|{self.phase}"
-
-
-def kill_tree(pid: int, grace_s: float = 3.0) -> None:
-    """Terminate a process and all its descendants, then kill what is left."""
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = [*root.children(recursive=True), root]
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=grace_s)
 
 
 def describe_exit(rc: int) -> str:
@@ -132,12 +111,6 @@ def _tail(text: str, n: int = 20) -> str:
     return "\n".join(lines[-n:])
 
 
-def _popen_kwargs() -> dict[str, Any]:
-    if os.name == "nt":
-        return {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
-    return {"start_new_session": True}
-
-
 def run_child(
     spec: dict[str, Any],
     timeout_s: float,
@@ -145,80 +118,106 @@ def run_child(
     argv: list[str] | None = None,
     sample_gpu: bool = True,
     watcher: Watcher | None = None,
+    pool: WarmPool | None = None,
 ) -> ChildResult:
     """Run one trial child to completion, timeout or crash; never raises for child failures.
 
-    KeyboardInterrupt ends the child's whole tree before it propagates.
+    With `pool` (and no `argv`), the child comes pre-warmed from the pool; when its threads
+    would share cores with the pool's next spare, it measures only once that spare is ready
+    (objectives.prewarm). KeyboardInterrupt ends the child's whole
+    tree before it propagates.
     """
-    with tempfile.TemporaryDirectory(prefix="dm-tune-trial-") as tmp:
-        d = Path(tmp)
-        spec_path, result_path, err_path = d / "spec.json", d / "result.json", d / "stderr.txt"
-        spec_path.write_text(json.dumps(spec), encoding="utf-8")
-        sampler = GpuSampler() if sample_gpu else None
-        t0 = time.perf_counter()
-        with err_path.open("wb") as err:
-            proc = subprocess.Popen(
-                [*(argv or CHILD_ARGV), str(spec_path), str(result_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                **_popen_kwargs(),
-            )
-            if sampler is not None:
-                sampler.start(proc.pid)
-            timed_out = False
-            pruned: str | None = None
-            started: float | None = None  # when repeat 1 was first seen
+    if pool is not None and argv is None:
+        child = pool.take()
+        child.give_spec(spec)
+    else:
+        child = start(argv or CHILD_ARGV, spec)
+    try:
+        return _watch_child(
+            child, timeout_s, sample_gpu, watcher, pool if _shares_cores(spec) else None
+        )
+    finally:
+        child.close()
+
+
+def _shares_cores(spec: dict[str, Any]) -> bool:
+    """Would a spare starting up now take CPU time from this trial's threads?
+
+    With two logical cores left over (one for the spare, one for this process and the OS) the
+    trial's measurement doesn't wait for the spare to be ready."""
+    params = spec.get("params", {})
+    threads = max(int(params.get("n_threads") or 0), int(params.get("n_threads_batch") or 0))
+    cores = psutil.cpu_count(logical=True) or 1
+    return threads <= 0 or threads > cores - 2
+
+
+def _watch_child(
+    child: Spawned,
+    timeout_s: float,
+    sample_gpu: bool,
+    watcher: Watcher | None,
+    pool: WarmPool | None,
+) -> ChildResult:
+    proc = child.proc
+    sampler = GpuSampler() if sample_gpu else None
+    t0 = time.perf_counter()
+    if sampler is not None:
+        sampler.start(proc.pid)
+    timed_out = False
+    pruned: str | None = None
+    started: float | None = None  # when repeat 1 was first seen
+    gated = child.waiting  # waits for "go" after its model load
+    try:
+        while True:
             try:
-                while True:
-                    try:
-                        proc.wait(timeout=0.1)
-                        break
-                    except subprocess.TimeoutExpired:
-                        if time.perf_counter() - t0 > timeout_s:
-                            timed_out = True
-                            kill_tree(proc.pid)
-                            proc.wait()
-                            break
-                        text = err_path.read_text("utf-8", errors="replace")
-                        phase = _last_phase(text)
-                        if sampler is not None:
-                            sampler.mark_generation(bool(phase and phase.startswith("repeat")))
-                        if watcher is not None and phase == "repeat 1":
-                            now = time.perf_counter()
-                            started = started or now
-                            vram = sampler.peak_mb() if sampler is not None else None
-                            pruned = watcher(_watch(text, now - started, vram))
-                            if pruned:
-                                kill_tree(proc.pid)
-                                proc.wait()
-                                break
-            except BaseException:
-                kill_tree(proc.pid)
-                proc.wait()
+                proc.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                if time.perf_counter() - t0 > timeout_s:
+                    timed_out = True
+                    child.end()
+                    break
+                text = child.stderr_text()
+                phase = _last_phase(text)
+                if gated and phase == "loaded" and (pool is None or pool.spare_settled()):
+                    child.send("go")
+                    gated = False
                 if sampler is not None:
-                    sampler.stop()
-                raise
-        wall = time.perf_counter() - t0
-        gpu = sampler.stop() if sampler is not None else GpuReading(None, None)
-        stderr = err_path.read_text("utf-8", errors="replace")
-        payload: dict[str, Any] = {}
-        if result_path.exists():
-            try:
-                payload = json.loads(result_path.read_text("utf-8"))
-            except ValueError:
-                payload = {}
+                    sampler.mark_generation(bool(phase and phase.startswith("repeat")))
+                if watcher is not None and phase == "repeat 1":
+                    now = time.perf_counter()
+                    started = started or now
+                    vram = sampler.peak_mb() if sampler is not None else None
+                    pruned = watcher(_watch(text, now - started, vram))
+                    if pruned:
+                        child.end()
+                        break
+    except BaseException:
+        child.end()
+        if sampler is not None:
+            sampler.stop()
+        raise
+    wall = time.perf_counter() - t0
+    gpu = sampler.stop() if sampler is not None else GpuReading(None, None)
+    stderr = child.stderr_text()
+    payload: dict[str, Any] = {}
+    if child.result_path.exists():
+        try:
+            payload = json.loads(child.result_path.read_text("utf-8"))
+        except ValueError:
+            payload = {}
+    rc = proc.returncode
     if pruned:
         return ChildResult(
             "pruned",
             pruned,
-            returncode=proc.returncode,
+            returncode=rc,
             phase=_last_phase(stderr),
             gpu=gpu,
             wall_s=wall,
             payload={"watch": asdict(_watch(stderr, t0 + wall - (started or t0), gpu.vram_mb))},
         )
-    return _classify(proc.returncode, timed_out, timeout_s, payload, stderr, gpu, wall)
+    return _classify(rc, timed_out, timeout_s, payload, stderr, gpu, wall)
 
 
 def _classify(

@@ -18,7 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from objectives.metrics import Sample, TrialMetrics
-from objectives.runner import run_child
+from objectives.prewarm import WarmPool
+from objectives.runner import CHILD_ARGV, run_child
 from tuner.selection import candidates, pareto_front, score
 from tuner.trial_record import objective_values
 
@@ -70,53 +71,56 @@ def confirm_trials(
     latency = str(study.user_attrs["settings"]["latency"])
     runs, timeout_s, model_path, workload = how.runs, how.timeout_s, how.model_path, how.workload
     done: dict[str, dict[str, Any]] = dict(study.user_attrs.get("confirmed", {}))
-    for t in trials:
-        if str(t.number) in done:
-            continue
-        params = t.user_attrs["llama_kwargs"]
-        samples: list[Sample] = []
-        vram: list[float] = []
-        last: TrialMetrics | None = None
-        for _ in range(runs):
-            spec = {"model_path": str(model_path), "params": params, "workload": workload}
-            res = run_child(spec, timeout_s)
-            if res.status != "ok" or res.metrics is None:
-                echo(f"  confirm #{t.number}: {res.status} ({res.reason})")
+    with WarmPool(CHILD_ARGV) as pool:  # fresh processes, pre-warmed
+        for t in trials:
+            if str(t.number) in done:
                 continue
-            last = res.metrics
-            samples.extend(res.metrics.samples)
-            if res.metrics.vram_mb is not None:
-                vram.append(res.metrics.vram_mb)
-        if last is None:
-            done[str(t.number)] = {"status": "failed"}
-            continue
-        m = TrialMetrics.from_samples(
-            samples,
-            load_s=last.load_s,
-            peak_rss_mb=last.peak_rss_mb,
-            n_prompt_tokens=last.n_prompt_tokens,
-            n_generated=last.n_generated,
-        )
-        metrics = m.to_dict()
-        metrics["vram_mb"] = max(vram) if vram else None  # the peak bounds the tier
-        metrics["vram_mb_runs"] = vram  # one peak per fresh process: median and spread
-        metrics["vram_source"] = last.vram_source
-        values = objective_values(metrics, latency)
-        gap = (values[0] - t.values[0]) / t.values[0] * 100 if t.values and t.values[0] else 0.0
-        done[str(t.number)] = {
-            "status": "ok",
-            "runs": runs,
-            "values": values,
-            "study_values": list(t.values or []),
-            "tok_s_gap_pct": round(gap, 2),
-            "metrics": metrics,
-            "over_budget_mb": (metrics["vram_mb"] - budget) if vram else -budget,
-        }
-        echo(
-            f"  confirm #{t.number}: {values[0]:.1f} tok/s, {values[1]:.0f} ms "
-            f"(study: {t.values[0]:.1f} tok/s, {t.values[1]:.0f} ms; {gap:+.1f}% tok/s)"
-        )
-        study.set_user_attr("confirmed", done)  # after each: an interrupted confirm keeps its work
+            params = t.user_attrs["llama_kwargs"]
+            samples: list[Sample] = []
+            vram: list[float] = []
+            last: TrialMetrics | None = None
+            for _ in range(runs):
+                spec = {"model_path": str(model_path), "params": params, "workload": workload}
+                res = run_child(spec, timeout_s, pool=pool)
+                if res.status != "ok" or res.metrics is None:
+                    echo(f"  confirm #{t.number}: {res.status} ({res.reason})")
+                    continue
+                last = res.metrics
+                samples.extend(res.metrics.samples)
+                if res.metrics.vram_mb is not None:
+                    vram.append(res.metrics.vram_mb)
+            if last is None:
+                done[str(t.number)] = {"status": "failed"}
+                continue
+            m = TrialMetrics.from_samples(
+                samples,
+                load_s=last.load_s,
+                peak_rss_mb=last.peak_rss_mb,
+                n_prompt_tokens=last.n_prompt_tokens,
+                n_generated=last.n_generated,
+            )
+            metrics = m.to_dict()
+            metrics["vram_mb"] = max(vram) if vram else None  # the peak bounds the tier
+            metrics["vram_mb_runs"] = vram  # one peak per fresh process: median and spread
+            metrics["vram_source"] = last.vram_source
+            values = objective_values(metrics, latency)
+            gap = (values[0] - t.values[0]) / t.values[0] * 100 if t.values and t.values[0] else 0.0
+            done[str(t.number)] = {
+                "status": "ok",
+                "runs": runs,
+                "values": values,
+                "study_values": list(t.values or []),
+                "tok_s_gap_pct": round(gap, 2),
+                "metrics": metrics,
+                "over_budget_mb": (metrics["vram_mb"] - budget) if vram else -budget,
+            }
+            echo(
+                f"  confirm #{t.number}: {values[0]:.1f} tok/s, {values[1]:.0f} ms "
+                f"(study: {t.values[0]:.1f} tok/s, {t.values[1]:.0f} ms; {gap:+.1f}% tok/s)"
+            )
+            study.set_user_attr(
+                "confirmed", done
+            )  # after each: an interrupted confirm keeps its work
     study.set_user_attr("confirmed", done)
     return done
 

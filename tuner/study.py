@@ -12,7 +12,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.llama_buffers import parse_buffers
-from objectives.runner import run_child
+from objectives.prewarm import WarmPool
+from objectives.runner import CHILD_ARGV, run_child
 from tuner.errors import StudyAborted, UserError
 from tuner.prepare import Context
 from tuner.progress import Progress
@@ -152,7 +153,9 @@ def _previous(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
     return None
 
 
-def make_objective(ctx: Context, study: optuna.Study) -> Callable[[optuna.Trial], list[float]]:
+def make_objective(
+    ctx: Context, study: optuna.Study, pool: WarmPool | None = None
+) -> Callable[[optuna.Trial], list[float]]:
     s = ctx.settings
     budget = s.vram_budget_mb
     workload = ctx.workload_spec()
@@ -207,6 +210,7 @@ def make_objective(ctx: Context, study: optuna.Study) -> Callable[[optuna.Trial]
                 s.trial_timeout_s,
                 argv=list(s.child_argv) if s.child_argv else None,
                 watcher=make_watcher(study) if s.prune else None,
+                pool=pool,
             )
         except KeyboardInterrupt:
             trial.set_user_attr("status", "interrupted")
@@ -261,9 +265,11 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
         echo=echo,
     )
     t0 = time.perf_counter()
+    # The default child comes pre-warmed; a custom child command (tests) is started per trial.
+    pool = None if ctx.settings.child_argv else WarmPool(CHILD_ARGV)
     try:
         study.optimize(
-            make_objective(ctx, study),
+            make_objective(ctx, study, pool),
             n_trials=todo,
             catch=(TrialFailed,),
             callbacks=[progress],
@@ -271,6 +277,9 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
         )
     except KeyboardInterrupt:
         result.interrupted = True
+    finally:
+        if pool is not None:
+            pool.close()
     result.ran = progress.ran
     result.aborted = progress.abort_reason
     echo(f"Ran {progress.ran} trial(s) in {time.perf_counter() - t0:.0f} s.")
