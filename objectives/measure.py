@@ -15,13 +15,23 @@ def phase(name: str) -> None:
 
 
 PROGRESS_EVERY = 16
+MIN_TOKENS = 8  # a capped answer still has at least this many tokens
+MIN_REPEATS = 2  # the repeat budget never cuts a trial below this many answers
 
 
 def _answer(
-    llm: Any, tokens: list[int], n: int, temperature: float, top_p: float, report: bool = False
+    llm: Any,
+    tokens: list[int],
+    n: int,
+    temperature: float,
+    top_p: float,
+    report: bool = False,
+    max_s: float | None = None,
 ) -> list[float]:
-    """Generate exactly n tokens (EOS does not stop it); return the time of each token.
+    """Generate n tokens (EOS does not stop it); return the time of each token.
 
+    With `max_s`, generation stops early once it has run that long past the first token and has
+    MIN_TOKENS tokens: a slow setting's rate is known well before 128 tokens.
     With `report`, progress lines ("dm-tune-progress: TOKENS TTFT_S GEN_S") let the parent stop
     a trial that is already clearly worse than what the study has (pruning)."""
     times: list[float] = []
@@ -37,9 +47,19 @@ def _answer(
                 file=sys.stderr,
                 flush=True,
             )
-        if k >= n:
+        if k >= n or (max_s is not None and k >= MIN_TOKENS and times[-1] - times[0] >= max_s):
             break
     return times
+
+
+def more_repeats(done: int, wanted: int, elapsed_s: float, budget_s: float | None) -> bool:
+    """Measure another answer? Not when the next one would end past the budget (a slow trial),
+    but always up to MIN_REPEATS (or `wanted`, when that is fewer)."""
+    if done >= wanted:
+        return False
+    if budget_s is None or done < min(MIN_REPEATS, wanted):
+        return True
+    return elapsed_s + elapsed_s / done <= budget_s
 
 
 def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
@@ -55,6 +75,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
     if longest > n_ctx:
         raise ValueError(f"workload needs {longest} tokens of context but n_ctx is {n_ctx}")
     temperature, top_p, n_gen = w["temperature"], w["top_p"], w["max_tokens"]
+    answer_s, budget_s = w.get("max_answer_s"), w.get("max_measure_s")
 
     if w.get("warmup", True):
         phase("warmup")
@@ -63,12 +84,14 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
         _answer(llm, warm_tokens, 2, temperature, top_p)
 
     samples: list[Sample] = []
-    for i in range(w["repeats"]):
+    t_first = time.perf_counter()
+    while more_repeats(len(samples), w["repeats"], time.perf_counter() - t_first, budget_s):
+        i = len(samples)
         phase(f"repeat {i + 1}")
         llm.set_seed(int(w["seed"]) + i)
         llm.reset()  # n_tokens = 0: the whole prompt is processed again (cold)
         t0 = time.perf_counter()
-        times = _answer(llm, prompt, n_gen, temperature, top_p, report=i == 0)
+        times = _answer(llm, prompt, n_gen, temperature, top_p, report=i == 0, max_s=answer_s)
         ttft = times[0] - t0
         gen_s = times[-1] - times[0]
         gen_tok_s = (len(times) - 1) / gen_s if len(times) > 1 and gen_s > 0 else 0.0
@@ -85,6 +108,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
                 ttft_ms=ttft * 1000.0,
                 prompt_tok_s=len(prompt) / ttft if ttft > 0 else 0.0,
                 warm_ttft_ms=warm_ms,
+                tokens=len(times),
             )
         )
-    return samples, len(prompt), n_gen
+    return samples, len(prompt), min(s.tokens or n_gen for s in samples)

@@ -15,6 +15,7 @@ class Sample:
     ttft_ms: float
     prompt_tok_s: float
     warm_ttft_ms: float | None = None
+    tokens: int | None = None  # generated in this answer (fewer than max_tokens when capped)
 
 
 def median(xs: list[float]) -> float:

@@ -43,6 +43,16 @@ class Workload(_Strict):
     seed: int = 1234
     warmup: bool = True
     repeats: int = Field(default=3, ge=1, le=50)
+    max_answer_s: float | None = Field(
+        default=3.0,
+        gt=0,
+        description="stop an answer this long after its first token (>= 8 tokens)",
+    )
+    max_measure_s: float | None = Field(
+        default=15.0,
+        gt=0,
+        description="no further answer when it would end past this (>= 2 answers)",
+    )
 
     def _turns_text(self) -> str:
         t = self.template
@@ -68,6 +78,8 @@ class Workload(_Strict):
             "seed": self.seed,
             "warmup": self.warmup,
             "repeats": repeats or self.repeats,
+            "max_answer_s": self.max_answer_s,
+            "max_measure_s": self.max_measure_s,
         }
 
     def next_prompt(self) -> str | None:

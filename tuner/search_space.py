@@ -18,6 +18,7 @@ from tuner.errors import UserError
 from tuner.yaml_io import load_model
 
 Auto = Literal["auto"]
+LLAMA_DEFAULT_UBATCH = 512  # llama_cpp.Llama(n_ubatch=512)
 
 
 class _Strict(BaseModel):
@@ -39,7 +40,7 @@ class IntRange(_Strict):
 
 
 class IntChoices(_Strict):
-    enabled: bool = True
+    enabled: bool | Auto = True
     choices: tuple[int, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -74,7 +75,7 @@ class SearchSpaceConfig(_Strict):
     use_mlock: Flag = Flag()
     n_gpu_layers: IntRange = IntRange(low=0)
     flash_attn: Flag = Flag(enabled="auto")
-    n_ubatch: IntChoices = IntChoices(enabled=False, choices=(32, 64, 128, 256, 512))
+    n_ubatch: IntChoices = IntChoices(enabled="auto", choices=(64, 128, 256, 512, 1024))
     offload_kqv: Flag = Flag(enabled=False)
     use_mmap: Flag = Flag(enabled=False)
     n_threads_batch: IntRange = IntRange(enabled=False)
@@ -121,6 +122,10 @@ class SearchSpace:
         e = self.config.flash_attn.enabled
         return self.machine.gpu_offload if e == "auto" else bool(e)
 
+    def n_ubatch_searched(self) -> bool:
+        e = self.config.n_ubatch.enabled
+        return self.machine.gpu_offload if e == "auto" else bool(e)
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample one candidate and return the normalized Llama(...) keyword arguments."""
         c, m = self.config, self.machine
@@ -138,7 +143,7 @@ class SearchSpace:
             p["n_gpu_layers"] = trial.suggest_int("n_gpu_layers", 0, 0)
         if self.flash_attn_searched():
             p["flash_attn"] = trial.suggest_categorical("flash_attn", [False, True])
-        if c.n_ubatch.enabled:
+        if self.n_ubatch_searched():
             p["n_ubatch"] = trial.suggest_categorical("n_ubatch", list(c.n_ubatch.choices))
         for flag in ("offload_kqv", "use_mmap"):
             if getattr(c, flag).enabled is True:
@@ -182,6 +187,8 @@ class SearchSpace:
         p["n_ctx"] = min(fits) if fits else max(self.n_ctx_choices)
         if "use_mlock" in p and not self.config.use_mlock.enabled:
             p.pop("use_mlock")
+        if self.n_ubatch_searched() and "n_ubatch" not in p:
+            p["n_ubatch"] = min(LLAMA_DEFAULT_UBATCH, p["n_batch"])  # what the profile gets
         return p
 
 

@@ -32,6 +32,7 @@ def test_sampled_values_stay_in_bounds() -> None:
         assert 0 <= p["n_gpu_layers"] <= 33
         assert p["n_ctx"] >= 700
         assert "flash_attn" in p  # searched on a GPU build by default
+        assert p["n_ubatch"] <= p["n_batch"]  # so is n_ubatch, never above n_batch
         study.tell(t, [1.0, 1.0])
 
 
@@ -40,7 +41,7 @@ def test_cpu_build_fixes_gpu_layers_to_zero_with_a_notice() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     t = study.ask()
     p = space.suggest(t)
-    assert p["n_gpu_layers"] == 0 and "flash_attn" not in p
+    assert p["n_gpu_layers"] == 0 and "flash_attn" not in p and "n_ubatch" not in p
     assert any("n_gpu_layers fixed to 0" in n for n in space.notices)
 
 
@@ -93,3 +94,13 @@ def test_bad_yaml_is_one_clear_error(tmp_path: Path, text: str, match: str) -> N
     p.write_text("version: 1\n" + text)
     with pytest.raises(UserError, match=match):
         load_search_space_config(p)
+
+
+def test_baselines_get_llama_cpps_default_ubatch_where_ubatch_is_searched() -> None:
+    cfg = load_search_space_config(default_config("search_space.yaml"))
+    perf = {"n_gpu_layers": -1, "n_ctx": 4096, "n_batch": 512, "n_threads": 6}
+    small = {**perf, "n_batch": 128}
+    gpu, cpu = resolve(cfg, GPU), resolve(cfg, CPU)
+    assert gpu.fit_baseline(perf)["n_ubatch"] == 512
+    assert gpu.fit_baseline(small)["n_ubatch"] == 128  # llama.cpp caps it at n_batch
+    assert "n_ubatch" not in cpu.fit_baseline(perf)
