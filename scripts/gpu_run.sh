@@ -4,9 +4,10 @@
 #           tests, doctor, record a CUDA log, then start the 50-trial study in the background.
 #   phase2: wait for the study (or resume it from .devcarry/gpu.db on a fresh machine), then
 #           re-measure the profiles (scripts/bench_profiles.py) and verify the exported profile.
+#   phase3: record the sampler benchmark's GPU grid (scripts/record_grid.py), then verify.
 # Results go to $OUT (gpu.db, logs, JSON) and are written up in docs/benchmarks/gpu.md.
 set -uo pipefail
-phase="${1:?phase1|phase2|reexport|verify}"
+phase="${1:?phase1|phase2|phase3|reexport|verify}"
 T0=$(date +%s)
 W=/tmp/gpu; mkdir -p "$W" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD DM_TUNE_CACHE=/tmp/dmcache PYTHONUNBUFFERED=1
@@ -41,6 +42,14 @@ elif [ "$phase" = reexport ]; then
   # a fresh machine: rebuild, regenerate the (deterministic) GGUF, re-export from the carried study
   prepare; [ -f "$W/gpu.db" ] || cp .devcarry/gpu.db "$W/gpu.db"
   python3 -m tuner.cli export --storage "$DB" --profile-dir "$W/profiles" --confirm 3 --confirm-runs 2 2>&1 | tail -20
+  collect
+elif [ "$phase" = phase3 ]; then
+  ready && [ -f "$MODEL" ] || prepare
+  timeout 330 python3 scripts/record_grid.py --gpu --model "$MODEL" --space docs/benchmarks/data/gpu_grid_space.yaml \
+    --max-wait 0 --max-minutes 5 --out-dir "$OUT/gpu_grid" 2>&1 | tail -8
+  prof=$(ls "$W"/profiles/*.yaml 2>/dev/null | head -1)
+  left=$(( 585 - ($(date +%s) - T0) ))
+  [ -n "$prof" ] && timeout $(( left > 30 ? left - 15 : 10 )) python3 -m tuner.cli verify "$prof" --model "$MODEL" --runs 2 2>&1 | tail -20 | tee "$OUT/verify.log"
   collect
 elif [ "$phase" = verify ]; then
   prof=$(ls "$W"/profiles/*.yaml | head -1)

@@ -89,3 +89,26 @@ def test_prediction_tracks_measurement_once_overhead_is_learned(gpu_model: Path)
     )
     measured = full.metrics.vram_mb  # type: ignore[attr-defined]
     assert abs(pred.total_mb - measured) / measured < 0.10
+
+
+def test_a_prewarmed_spare_holds_no_gpu_memory(gpu_model: Path) -> None:
+    """The pool's spare finds the GPU but creates no CUDA context: NVML shows no memory for its
+    pid, so neither per-process nor device-level VRAM readings of a running trial include it."""
+    import time
+
+    from objectives.nvml import process_vram_mb
+    from objectives.prewarm import WarmPool
+    from objectives.runner import CHILD_ARGV
+
+    spec = {"model_path": str(gpu_model), "params": {"n_gpu_layers": 99}, "workload": WORKLOAD}
+    with WarmPool(CHILD_ARGV) as pool:
+        res = run_child(spec, 180, pool=pool)
+        spare = pool._spare
+        assert spare is not None
+        t0 = time.perf_counter()
+        while not spare.is_ready():
+            assert time.perf_counter() - t0 < 60
+            time.sleep(0.05)
+        assert res.status == "ok", res.reason + res.stderr_tail
+        assert res.metrics is not None and (res.metrics.vram_mb or 0) > 0
+        assert not process_vram_mb(spare.proc.pid)  # None or 0: no context
