@@ -2,12 +2,22 @@
 
 Each replayed trial goes through the real SearchSpace.suggest (on the space record_grid.py
 resolved for the grid's machine), looks its normalized settings up in the table
-(values = [gen_tok_s, ttft_ms]) and sets the same constraint a CPU trial gets (feasible). A
-proposal whose settings were already tried costs a trial slot, as in the real study (which reuses
-the earlier result without measuring again); the replay counts those duplicates.
+(values = [gen_tok_s, ttft_ms]) and sets the VRAM constraint a trial gets from the cell's
+measured vram_mb against --vram-budget-mb (tuner.trial_record.set_vram_constraint; a cell without
+a VRAM reading, e.g. every CPU cell, is feasible). A proposal whose settings were already tried
+costs a trial slot, as in the real study (which reuses the earlier result without measuring
+again); the replay counts those duplicates.
 
-    python scripts/replay_search.py                       # 20 seeds, default sampler set
+    python scripts/replay_search.py                       # CPU grid, 20 seeds, default samplers
     python scripts/replay_search.py --seeds 10 --samplers tpe random
+    # the GPU grid (its metadata: DIR/gpu_grid.json)
+    python scripts/replay_search.py --grid DIR/gpu_grid.csv \
+        --space docs/benchmarks/data/gpu_grid_space.yaml
+
+Knobs a search-space YAML cannot fix (use_mlock: true) were recorded with record_grid.py --fixed;
+the replay adds them to every proposal, as read from the grid's metadata. Baselines are fitted
+to the space as the study fits them (SearchSpace.fit_baseline), then any knob outside the space's
+range is moved to the nearest value the space can sample (fit_to_grid).
 
 Metric per seed: the first trial (1-based) after which the best feasible tok/s found so far is
 within --tolerance of the table's best feasible tok/s; and the first trial after which
@@ -19,17 +29,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import optuna
+from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +52,7 @@ from tuner.baselines import load_baselines  # noqa: E402
 from tuner.search_space import (  # noqa: E402
     Machine,
     SearchSpace,
+    SearchSpaceConfig,
     key_of,
     load_search_space_config,
     resolve,
@@ -50,6 +63,87 @@ from tuner.trial_record import set_vram_constraint  # noqa: E402
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
 BUDGET_MB = 6144.0  # RunSettings' default VRAM budget; every CPU trial is feasible under it
+# Llama(...) settings a search space can hold: the CSV columns that are settings, not metrics.
+SETTING_NAMES = tuple(k for k in SearchSpaceConfig.model_fields if k != "version")
+
+
+def parse_value(text: str) -> bool | int | str:
+    """A setting as a grid CSV or the command line writes it: True/true, 512, q8_0."""
+    t = text.strip()
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return int(t)
+    except ValueError:
+        return t
+
+
+def parse_fixed(items: Iterable[str]) -> dict[str, Any]:
+    """NAME=VALUE pairs (record_grid.py --fixed) as settings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in SETTING_NAMES:
+            raise ValueError(f"--fixed {item!r}: use NAME=VALUE, NAME one of {SETTING_NAMES}")
+        out[name] = parse_value(value)
+    return out
+
+
+def params_of_row(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """The settings of one grid CSV row (an empty column: a knob the grid does not pass)."""
+    return {k: parse_value(v) for k, v in row.items() if k in SETTING_NAMES and v}
+
+
+def axes(space: SearchSpace) -> dict[str, list[Any]]:
+    """Every value SearchSpace.suggest can give each knob, in suggest's order (read from the
+    distributions of one throwaway trial, so the grid is exactly what the study samples)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    space.suggest(trial)
+    out: dict[str, list[Any]] = {}
+    for name, d in trial.distributions.items():
+        if isinstance(d, IntDistribution):
+            out[name] = list(range(d.low, d.high + 1, d.step))
+        elif isinstance(d, CategoricalDistribution):
+            out[name] = list(d.choices)
+        else:
+            raise TypeError(f"{name}: {d!r} is not a grid axis")
+    return out
+
+
+def on_grid(space: SearchSpace, params: dict[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as the grid ran them: with the knobs the space YAML cannot fix (--fixed) added."""
+    return space.normalize({**params, **fixed}) if fixed else params
+
+
+def grid(space: SearchSpace, fixed: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every normalized setting SearchSpace.suggest can return (plus `fixed`), in suggest order."""
+    ax = axes(space)
+    cells: dict[str, dict[str, Any]] = {}
+    for combo in itertools.product(*ax.values()):
+        p = on_grid(space, space.normalize(dict(zip(ax, combo, strict=True))), fixed or {})
+        cells.setdefault(key_of(p), p)
+    return list(cells.values())
+
+
+def fit_to_grid(space: SearchSpace, profile: Mapping[str, Any]) -> dict[str, Any]:
+    """A baseline as the replay enqueues it: fitted as tuner/study.py fits it, then an integer
+    knob the space fixes or bounds (cpu_fallback's 8 threads in a 6-thread space) moved to the
+    nearest value the space can sample, so that it is a recorded cell. On a space that already
+    holds every fitted value (the CPU grid) this changes nothing."""
+    p = space.fit_baseline(dict(profile))
+    if space.flash_attn_searched():
+        p.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
+    for name, values in axes(space).items():
+        v = p.get(name)
+        ints = all(isinstance(x, int) and not isinstance(x, bool) for x in values)
+        if isinstance(v, int) and not isinstance(v, bool) and ints and v not in values:
+            p[name] = min(values, key=lambda x: abs(x - v))
+    return p
 
 
 def _tpe(**kw: Any) -> SamplerFactory:
@@ -76,6 +170,7 @@ DEFAULT_SAMPLERS = ("tpe", "random", "tpe-startup5", "tpe-group", "nsga2-pop10")
 class Cell(NamedTuple):
     params: dict[str, Any]
     values: tuple[float, float] | None  # (gen_tok_s, ttft_ms); None: the setting failed
+    vram_mb: float | None = None  # measured peak VRAM; None: no GPU reading (feasible)
 
 
 @dataclass(frozen=True)
@@ -83,9 +178,14 @@ class Table:
     """Recorded outcome of every setting, by normalized key."""
 
     cells: dict[str, Cell]
+    budget_mb: float = BUDGET_MB
+
+    def constraint(self, cell: Cell) -> float:
+        """vram_over_budget_mb as set_vram_constraint sets it for this cell (feasible: <= 0)."""
+        return cell.vram_mb - self.budget_mb if cell.vram_mb is not None else -self.budget_mb
 
     def feasible(self) -> list[Cell]:
-        return [c for c in self.cells.values() if c.values is not None]
+        return [c for c in self.cells.values() if c.values is not None and self.constraint(c) <= 0]
 
     @property
     def best_tok_s(self) -> float:
@@ -93,63 +193,79 @@ class Table:
 
     def balanced_best(self) -> Cell:
         """The cell choose_best("balanced") picks when every setting has been tried."""
-        trials = [_frozen(i, c.params, c.values) for i, c in enumerate(self.feasible())]
+        trials = [
+            _frozen(i, c.params, c.values, self.constraint(c))
+            for i, c in enumerate(self.feasible())
+        ]
         best = choose_best(trials, "balanced")
         assert best is not None
-        return Cell(dict(best.user_attrs["llama_kwargs"]), (best.values[0], best.values[1]))
+        return self.cells[key_of(dict(best.user_attrs["llama_kwargs"]))]
 
 
-def _frozen(number: int, params: dict[str, Any], values: tuple[float, float] | None) -> FrozenTrial:
+def _frozen(
+    number: int,
+    params: dict[str, Any],
+    values: tuple[float, float] | None,
+    constraint: float = -BUDGET_MB,
+) -> FrozenTrial:
     t = optuna.trial.create_trial(
         values=list(values) if values is not None else None,
         state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
         user_attrs={"llama_kwargs": params},
-        constraints={"vram_over_budget_mb": -BUDGET_MB},
+        constraints={"vram_over_budget_mb": constraint},
     )
     t.number = number
     return t
 
 
-def load_table(path: Path) -> Table:
-    """cpu_grid.csv from record_grid.py: settings columns, then metrics and status."""
+def load_table(path: Path, budget_mb: float = BUDGET_MB) -> Table:
+    """A grid CSV from record_grid.py: settings columns, then metrics (vram_mb if recorded)
+    and status."""
     cells: dict[str, Cell] = {}
     with path.open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            params: dict[str, Any] = {
-                "n_threads": int(row["n_threads"]),
-                "n_batch": int(row["n_batch"]),
-                "n_ctx": int(row["n_ctx"]),
-                "n_gpu_layers": int(row["n_gpu_layers"]),
-            }
-            if row.get("use_mlock", "") != "":
-                params["use_mlock"] = row["use_mlock"] == "True"
+            params = params_of_row(row)
             ok = row["status"] == "ok" and row["gen_tok_s"] != ""
             values = (float(row["gen_tok_s"]), float(row["ttft_ms"])) if ok else None
-            cells[key_of(params)] = Cell(params, values)
-    return table_of(cells.values())
+            vram = row.get("vram_mb") or ""
+            cells[key_of(params)] = Cell(params, values, float(vram) if vram else None)
+    return table_of(cells.values(), budget_mb)
 
 
-def table_of(cells: Iterable[Cell]) -> Table:
-    return Table({key_of(c.params): c for c in cells})
+def table_of(cells: Iterable[Cell], budget_mb: float = BUDGET_MB) -> Table:
+    return Table({key_of(c.params): c for c in cells}, budget_mb)
 
 
 def space_for_grid(meta: dict[str, Any], search_space: Path) -> SearchSpace:
     """The space record_grid.py measured, resolved exactly as the study resolves it.
 
-    layers and trained_ctx are the demo model's (SmolLM2-135M: 30 blocks + output, 8192);
-    neither changes a CPU space whose n_ctx choices all fit.
+    Grids that record their Machine (meta space.machine) are resolved on it. The committed CPU
+    grid predates that: there layers and trained_ctx are the demo model's (SmolLM2-135M:
+    30 blocks + output, 8192); neither changes a CPU space whose n_ctx choices all fit.
     """
-    machine = Machine(
-        logical_cores=int(meta["machine"]["logical_cores"]),
-        layers=31,
-        gpu_offload=False,
-        min_ctx=int(meta["space"]["min_ctx"]),
-        trained_ctx=8192,
-    )
-    space = resolve(load_search_space_config(search_space), machine)
-    if list(space.n_ctx_choices) != list(meta["space"]["n_ctx"]):
+    sp = meta["space"]
+    if "machine" in sp:
+        machine = Machine(**sp["machine"])
+    else:
+        machine = Machine(
+            logical_cores=int(meta["machine"]["logical_cores"]),
+            layers=31,
+            gpu_offload=False,
+            min_ctx=int(sp["min_ctx"]),
+            trained_ctx=8192,
+        )
+    config = load_search_space_config(search_space)
+    if "config" in sp and config.model_dump(mode="json") != sp["config"]:
+        raise SystemExit(f"{search_space} is not the search space the grid was recorded on")
+    space = resolve(config, machine)
+    if list(space.n_ctx_choices) != list(sp["n_ctx"]):
         raise SystemExit(f"n_ctx choices {space.n_ctx_choices} differ from the grid's")
     return space
+
+
+def missing_keys(table: Table, space: SearchSpace, fixed: Mapping[str, Any]) -> list[str]:
+    """Keys of the space's settings the table lacks (a recording cut off early)."""
+    return [k for c in grid(space, fixed) if (k := key_of(c)) not in table.cells]
 
 
 class Outcome(NamedTuple):
@@ -160,6 +276,7 @@ class Outcome(NamedTuple):
     values: tuple[float, float] | None
     duplicate: bool  # these settings were already proposed earlier in this run
     baseline: str | None
+    constraint: float = -BUDGET_MB  # vram_over_budget_mb; feasible when <= 0
 
 
 class TrialFailedError(Exception):
@@ -172,30 +289,33 @@ def replay(
     sampler: optuna.samplers.BaseSampler,
     n_trials: int,
     baselines: dict[str, dict[str, Any]] | None = None,
+    fixed: Mapping[str, Any] | None = None,
 ) -> list[Outcome]:
-    """Run a study like tuner/study.py's, with table lookups instead of trial children."""
+    """Run a study like tuner/study.py's, with table lookups instead of trial children.
+
+    `fixed`: settings the grid added to every cell (record_grid.py --fixed)."""
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
     for name, profile in (baselines or {}).items():
-        params = space.fit_baseline(dict(profile))
-        if space.flash_attn_searched():
-            params.setdefault("flash_attn", False)
+        params = fit_to_grid(space, profile)
         study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=False)
     seen: set[str] = set()
     out: list[Outcome] = []
 
     def objective(trial: optuna.Trial) -> list[float]:
-        params = space.suggest(trial)
+        params = on_grid(space, space.suggest(trial), fixed or {})
         key = key_of(params)
         trial.set_user_attr("llama_kwargs", params)
         trial.set_user_attr("key", key)
         cell = table.cells.get(key)
         if cell is None:
             raise KeyError(f"settings not in the table: {key}")
-        out.append(Outcome(key, params, cell.values, key in seen, trial.user_attrs.get("baseline")))
+        constraint = table.constraint(cell)
+        baseline = trial.user_attrs.get("baseline")
+        out.append(Outcome(key, params, cell.values, key in seen, baseline, constraint))
         seen.add(key)
         if cell.values is None:
             raise TrialFailedError(key)
-        set_vram_constraint(trial, None, BUDGET_MB)
+        set_vram_constraint(trial, cell.vram_mb, table.budget_mb)
         return list(cell.values)
 
     study.optimize(objective, n_trials=n_trials, catch=(TrialFailedError,))
@@ -203,9 +323,10 @@ def replay(
 
 
 def trials_to_throughput(outcomes: Sequence[Outcome], best: float, tol: float) -> int | None:
-    """1-based trial after which the best tok/s so far is within `tol` of `best`; None: never."""
+    """1-based trial after which the best feasible tok/s so far is within `tol` of `best`;
+    None: never."""
     for i, o in enumerate(outcomes, 1):
-        if o.values is not None and o.values[0] >= best * (1.0 - tol):
+        if o.values is not None and o.constraint <= 0 and o.values[0] >= best * (1.0 - tol):
             return i
     return None
 
@@ -217,7 +338,7 @@ def trials_to_balanced(
     on both objectives (tok/s not below, first-token latency not above); None: never."""
     trials: list[FrozenTrial] = []
     for i, o in enumerate(outcomes, 1):
-        trials.append(_frozen(i - 1, o.params, o.values))
+        trials.append(_frozen(i - 1, o.params, o.values, o.constraint))
         best = choose_best(trials, "balanced")
         if (
             best is not None
@@ -322,39 +443,73 @@ def markdown(rows: Sequence[Summary], n_trials: int) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _vram(cell: Cell) -> str:
+    return f", {cell.vram_mb:.0f} MB VRAM" if cell.vram_mb is not None else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     data = ROOT / "docs" / "benchmarks" / "data"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", type=Path, default=data / "cpu_grid.csv")
-    ap.add_argument("--meta", type=Path, default=data / "cpu_grid.json")
-    ap.add_argument("--search-space", type=Path, default=ROOT / "configs" / "search_space.yaml")
+    ap.add_argument("--grid", "--table", dest="table", type=Path, default=data / "cpu_grid.csv")
+    ap.add_argument(
+        "--meta", type=Path, default=None, help="the grid's metadata (default: GRID with .json)"
+    )
+    ap.add_argument(
+        "--space",
+        "--search-space",
+        dest="search_space",
+        type=Path,
+        default=ROOT / "configs" / "search_space.yaml",
+        help="the search-space YAML the grid was recorded on",
+    )
     ap.add_argument("--baselines", type=Path, default=ROOT / "configs" / "baselines.yaml")
+    ap.add_argument("--vram-budget-mb", type=float, default=BUDGET_MB)
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--trials", type=int, default=50, help="trial budget per run (dm-tune's)")
     ap.add_argument("--tolerance", type=float, default=0.02)
     ap.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=SAMPLERS)
     ap.add_argument("--json", type=Path, default=None, help="write per-seed results here")
+    ap.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="replay a table that lacks some of the space's settings (a recording cut off "
+        "early), counting each missing one as a failed trial; results are then biased",
+    )
     a = ap.parse_args(argv)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    table = load_table(a.table)
-    meta = json.loads(a.meta.read_text(encoding="utf-8"))
+    table = load_table(a.table, a.vram_budget_mb)
+    meta_path = a.meta or a.table.with_suffix(".json")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     space = space_for_grid(meta, a.search_space)
+    fixed: dict[str, Any] = dict(meta["space"].get("fixed") or {})
+    missing = missing_keys(table, space, fixed)
+    if missing and not a.allow_missing:
+        raise SystemExit(
+            f"{a.table} lacks {len(missing)} of the space's settings (e.g. {missing[0]}); "
+            "record them (record_grid.py ... --resume) or pass --allow-missing"
+        )
+    if missing:
+        failed = {k: Cell(c, None) for c in grid(space, fixed) if (k := key_of(c)) in missing}
+        table = Table({**table.cells, **failed}, table.budget_mb)
+        print(f"WARNING: {len(missing)} settings not measured; replayed as failed trials")
     profiles = load_baselines(a.baselines)
     best = table.best_tok_s
     bal = table.balanced_best()
     near = sum(1 for c in table.feasible() if c.values and c.values[0] >= best * (1 - a.tolerance))
+    over = sum(1 for c in table.cells.values() if c.values and table.constraint(c) > 0)
     print(
         f"table: {len(table.cells)} settings, best {best:.2f} tok/s; {near} within "
         f"{a.tolerance:.0%} of it; balanced choice {key_of(bal.params)} {bal.values}"
+        + (f"; {over} over the {table.budget_mb:.0f} MB VRAM budget" if over else "")
     )
     top = sorted(table.feasible(), key=lambda c: -(c.values or (0.0, 0.0))[0])[:5]
     for c in top:
-        print(f"  top tok/s: {key_of(c.params)} -> {c.values}")
+        print(f"  top tok/s: {key_of(c.params)} -> {c.values}{_vram(c)}")
     for name, p in profiles.items():
-        fitted = space.fit_baseline(dict(p))
-        v = table.cells[key_of(fitted)].values
-        print(f"baseline {name}: {key_of(fitted)} -> {v}")
+        fitted = on_grid(space, fit_to_grid(space, p), fixed)
+        cell = table.cells[key_of(fitted)]
+        print(f"baseline {name}: {key_of(fitted)} -> {cell.values}{_vram(cell)}")
 
     rows: list[Summary] = []
     detail: dict[str, Any] = {}
@@ -362,7 +517,14 @@ def main(argv: list[str] | None = None) -> int:
         for with_b in (False, True):
             t0 = time.perf_counter()
             runs = [
-                replay(table, space, SAMPLERS[name](seed), a.trials, profiles if with_b else None)
+                replay(
+                    table,
+                    space,
+                    SAMPLERS[name](seed),
+                    a.trials,
+                    profiles if with_b else None,
+                    fixed,
+                )
                 for seed in range(a.seeds)
             ]
             for n in sorted({*(c for c in (10, 20) if c < a.seeds), a.seeds}):
