@@ -9,14 +9,23 @@ The parts follow llama.cpp (src/llama-model.cpp `load_tensors`, llama-kv-cache.c
   So ngl <= n_layer offloads the last ngl blocks and keeps the output layer on the CPU; ngl >
   n_layer offloads everything. token_embd always stays on the CPU. A model without
   output.weight (tied embeddings) gets a copy of token_embd on the output layer's device.
+  (The llama.cpp of llama-cpp-python 0.3.36 starts at n_layer + 1 - ngl instead: the output
+  layer goes first, so ngl = 1 puts the output layer, not block n_layer-1, on the GPU; measured
+  on an H200, see docs/benchmarks/gpu.md. Not applied here yet: off by at most one block.)
 - KV cache: n_ctx rounded up to 256 cells, per offloaded block (only with offload_kqv):
   cells * (n_embd_k_gqa * bytes(type_k) + n_embd_v_gqa * bytes(type_v)).
 - compute buffer: the peak of three phases of the graph reserved for one ubatch, calibrated on
   llama.cpp's own CPU "compute buffer size" (exact to ~1% on four shapes x 12 settings, see
   tests/test_vram_predict.py). The GPU buffer holds the same graph for its layers, so the same
   formula is used there: an estimate that the GPU runs check against CUDA0's reported size.
-What is left (CUDA context, cuBLAS workspace, buffers of ops offloaded from the CPU) is
-`overhead_mb`, learned per machine with `learn_overhead`.
+- compute buffer with no layer offloaded (`op_offload_bytes`): a GPU build still runs every
+  matrix product of a ubatch of >= 32 tokens on the GPU (ggml-backend's op offload,
+  `ggml_backend_cuda_device_offload_op`), and the rest of the graph follows it there. Each
+  product whose weight is in RAM starts a split of its own, with a copy of that one weight in
+  the GPU compute buffer, freed before the next. The largest is the output matrix: its copy,
+  the ubatch's logits and its input, n_ubatch * 4 * (n_vocab + n_embd) bytes.
+What is left (CUDA context, cuBLAS workspace, the CUDA pool that grows during the first
+prompt) is `overhead_mb`, learned per machine with `learn_overhead`.
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ KV_TYPE_BYTES = {
     "iq4_nl": 18 / 32,
 }
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
+# The CUDA backend takes an op whose weight is in RAM only from this batch size up (ggml-cuda.cu
+# `get_op_batch_size(op) >= 32`, env GGML_OP_OFFLOAD_MIN_BATCH); dm-tune's smallest n_batch.
+OP_OFFLOAD_MIN_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,30 @@ def compute_bytes(info: GGUFInfo, params: Mapping[str, Any], *, output: bool = T
     return float(max(phases))
 
 
+def _matmul_weights(info: GGUFInfo) -> list[tuple[int, int, int]]:
+    """(bytes, input width, output width) of every weight matrix a matrix product reads.
+
+    token_embd is read by GET_ROWS, which is never offloaded, unless it is the output matrix too."""
+    tied = not any(t.name == "output.weight" for t in info.tensors)
+    return [
+        (t.n_bytes, t.shape[0], t.shape[1])
+        for t in info.tensors
+        if len(t.shape) == 2 and (t.name != "token_embd.weight" or tied)
+    ]
+
+
+def op_offload_bytes(info: GGUFInfo, params: Mapping[str, Any]) -> float:
+    """GPU compute buffer for the matrix products llama.cpp offloads with no layer on the GPU.
+
+    The peak split: one weight's copy, its ubatch input and output in f32 (the output matrix on
+    dense models). 0 for a ubatch under OP_OFFLOAD_MIN_BATCH or with op_offload off."""
+    ub = _n_ubatch(params, _n_ctx(info, params))
+    if ub < OP_OFFLOAD_MIN_BATCH or not params.get("op_offload", True):
+        return 0.0
+    phases = [n_bytes + ub * 4 * (n_in + n_out) for n_bytes, n_in, n_out in _matmul_weights(info)]
+    return float(max(phases, default=0))
+
+
 def predict_vram(info: GGUFInfo, params: Mapping[str, Any], overhead_mb: float) -> VramPrediction:
     """VRAM of one setting (normalized dm-tune settings dict) on the first GPU, in MiB."""
     ngl = int(params.get("n_gpu_layers", 0))
@@ -160,6 +196,8 @@ def predict_vram(info: GGUFInfo, params: Mapping[str, Any], overhead_mb: float) 
     compute = 0.0
     if on_gpu:
         compute = compute_bytes(info, params, output=info.block_count in on_gpu)
+    elif offloaded := op_offload_bytes(info, params):  # the graph follows the products there
+        compute = max(compute_bytes(info, params), offloaded)
     weights_mb, kv_mb, compute_mb = gpu_w / MIB, kv / MIB, compute / MIB
     return VramPrediction(
         weights_mb=weights_mb,
@@ -171,12 +209,17 @@ def predict_vram(info: GGUFInfo, params: Mapping[str, Any], overhead_mb: float) 
 
 
 def predict_min_vram(
-    info: GGUFInfo, n_ctx_choices: Iterable[int], overhead_mb: float
+    info: GGUFInfo,
+    n_ctx_choices: Iterable[int],
+    overhead_mb: float,
+    n_batch: int = OP_OFFLOAD_MIN_BATCH,
 ) -> VramPrediction:
-    """The least VRAM any setting needs (nothing offloaded, smallest context): budget check."""
+    """The least VRAM any setting needs (nothing offloaded, smallest context and batch): budget
+    check. A GPU build keeps a compute buffer even then, unless n_batch < OP_OFFLOAD_MIN_BATCH."""
     choices = [int(c) for c in n_ctx_choices]
     n_ctx = min(choices) if choices else 512
-    return predict_vram(info, {"n_gpu_layers": 0, "n_ctx": n_ctx}, overhead_mb)
+    params = {"n_gpu_layers": 0, "n_ctx": n_ctx, "n_batch": n_batch}
+    return predict_vram(info, params, overhead_mb)
 
 
 def learn_overhead(pairs: Iterable[tuple[float, float]]) -> float:

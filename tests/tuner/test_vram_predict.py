@@ -20,6 +20,7 @@ from tuner.vram_predict import (
     gpu_layers,
     kv_bytes_per_layer,
     learn_overhead,
+    op_offload_bytes,
     predict_min_vram,
     predict_vram,
     weights_split,
@@ -105,9 +106,17 @@ def test_partial_offload_counts_only_offloaded_blocks(models: dict[str, GGUFInfo
     assert predict_vram(info, {**s, "offload_kqv": False}, 0.0).kv_mb == 0.0
 
 
-def test_nothing_offloaded_is_only_overhead(models: dict[str, GGUFInfo]) -> None:
-    p = predict_min_vram(models["demo"], [4096, 2048], overhead_mb=250.0)
-    assert (p.weights_mb, p.kv_mb, p.compute_mb, p.total_mb) == (0.0, 0.0, 0.0, 250.0)
+def test_nothing_offloaded_keeps_only_the_op_offload_buffer(models: dict[str, GGUFInfo]) -> None:
+    # A GPU build runs a ubatch's matrix products on the GPU even with no layer there (checked
+    # against CUDA0's buffers in test_vram_predict_op_offload.py); below 32 tokens it does not.
+    info = models["demo"]
+    p = predict_min_vram(info, [4096, 2048], overhead_mb=250.0)
+    smallest = {"n_gpu_layers": 0, "n_ctx": 2048, "n_batch": 32}
+    assert (p.weights_mb, p.kv_mb) == (0.0, 0.0)
+    assert p.compute_mb == op_offload_bytes(info, smallest) / MIB > 0
+    assert p.total_mb == p.compute_mb + 250.0
+    q = predict_min_vram(info, [4096, 2048], overhead_mb=250.0, n_batch=16)
+    assert (q.weights_mb, q.kv_mb, q.compute_mb, q.total_mb) == (0.0, 0.0, 0.0, 250.0)
 
 
 def test_learn_overhead_is_a_robust_median() -> None:
