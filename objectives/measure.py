@@ -14,9 +14,9 @@ def phase(name: str) -> None:
     print(f"dm-tune-phase: {name}", file=sys.stderr, flush=True)
 
 
-PROGRESS_EVERY = 16
 MIN_TOKENS = 8  # a capped answer still has at least this many tokens
-MIN_REPEATS = 2  # the repeat budget never cuts a trial below this many answers
+PROGRESS_EVERY = MIN_TOKENS  # so pruning can judge a capped answer too
+MIN_REPEATS = 1  # the repeat budget can cut a slow trial down to one answer
 
 
 def _answer(

@@ -51,7 +51,7 @@ class Workload(_Strict):
     max_measure_s: float | None = Field(
         default=15.0,
         gt=0,
-        description="no further answer when it would end past this (>= 2 answers)",
+        description="no further answer when it would end past this (>= 1 answer)",
     )
 
     def _turns_text(self) -> str:

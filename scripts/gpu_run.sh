@@ -27,6 +27,7 @@ if [ "$phase" = phase1 ]; then
   { nvidia-smi; nproc; free -g; } > "$OUT/machine.txt" 2>&1
   prepare
   echo "prepared at +$(( $(date +%s) - T0 )) s"
+  if [ -z "${SKIP_CHECKS:-}" ]; then  # SKIP_CHECKS=1: straight to the study (device time is short)
   python3 -m pytest -p no:cacheprovider -m gpu -q tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/gpu_tests.log"
   python3 -m tuner.cli doctor --model "$MODEL" --json > "$OUT/doctor.json" 2>&1
   python3 -c "
@@ -34,6 +35,7 @@ import sys; sys.path.insert(0, '.')
 from scripts.measure_buffers import measure_log
 open('$OUT/llama_log_cuda_h100.txt', 'w').write(measure_log('$MODEL', {'n_ctx': 4096, 'n_gpu_layers': -1, 'n_batch': 512, 'flash_attn': True}))
 " 2>&1 | tail -3
+  fi
   echo "study starts at +$(( $(date +%s) - T0 )) s"
   setsid nohup bash -c "cd '$PWD' && ${RUN[*]} > $W/run.log 2>&1; echo EXIT \$? >> $W/run.log" > /dev/null 2>&1 &
   while [ $(( $(date +%s) - T0 )) -lt 575 ] && ! grep -q '^EXIT' "$W/run.log" 2>/dev/null; do sleep 5; done

@@ -1,11 +1,15 @@
-"""Desktop-Mate's built-in profiles (configs/baselines.yaml), measured first in every study."""
+"""Desktop-Mate's built-in profiles (configs/baselines.yaml), measured first in every study, and
+dm-tune's own starting points (a profile with some knobs changed), measured right after them."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tuner.errors import UserError
+from tuner.search_space import SearchSpace, key_of
 from tuner.yaml_io import load_model
 
 
@@ -19,15 +23,75 @@ class BaselineProfile(BaseModel):
     use_mlock: bool = False
 
 
+class StartPoint(BaseModel):
+    """A profile with some knobs set: where the search starts besides the app's own settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(alias="from", min_length=1)
+    gpu_only: bool = True  # enqueued only where the build can offload to a GPU
+    set: dict[str, bool | int | str] = Field(min_length=1)
+
+
 class BaselinesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: int = 1
     profiles: dict[str, BaselineProfile] = {}
+    starts: dict[str, StartPoint] = {}
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> BaselinesConfig:
+        for name, start in self.starts.items():
+            if start.from_ not in self.profiles:
+                raise ValueError(f"start {name!r}: no profile named {start.from_!r}")
+        return self
+
+
+def _load(path: Path | None) -> BaselinesConfig:
+    return BaselinesConfig() if path is None else load_model(path, BaselinesConfig)
 
 
 def load_baselines(path: Path | None) -> dict[str, dict[str, object]]:
-    if path is None:
-        return {}
-    cfg = load_model(path, BaselinesConfig)
+    cfg = _load(path)
     return {name: p.model_dump() for name, p in cfg.profiles.items()}
+
+
+def load_starts(path: Path | None, *, gpu_offload: bool) -> dict[str, dict[str, object]]:
+    """Each start point's settings (its profile with its knobs set), for this build."""
+    cfg = _load(path)
+    out: dict[str, dict[str, object]] = {}
+    for name, start in cfg.starts.items():
+        if start.gpu_only and not gpu_offload:
+            continue
+        out[name] = {**cfg.profiles[start.from_].model_dump(), **start.set}
+    return out
+
+
+def check_start_knobs(starts: dict[str, dict[str, object]], known: set[str]) -> None:
+    for name, params in starts.items():
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise UserError(
+                f"baselines file: start {name!r} sets unknown knob(s) {', '.join(unknown)}; "
+                f"use knobs of search_space.yaml"
+            )
+
+
+def starting_trials(
+    space: SearchSpace, baselines: dict[str, dict[str, Any]], starts: dict[str, dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """What the study measures before sampling: the app's profiles, then dm-tune's start points
+    (skipped where they come out the same as a profile on this machine); (params, user_attrs)."""
+    out: list[tuple[dict[str, Any], dict[str, str]]] = []
+    seen: set[str] = set()
+    for kind, group in (("baseline", baselines), ("start", starts)):
+        for name, profile in group.items():
+            params = space.fit_baseline(dict(profile))
+            if space.flash_attn_searched():
+                params.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
+            if kind == "start" and key_of(params) in seen:
+                continue
+            seen.add(key_of(params))
+            out.append((params, {kind: name}))
+    return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from objectives.workload import Workload
-from tuner.baselines import load_baselines
+from tuner.baselines import check_start_knobs, load_baselines, load_starts
 from tuner.demo_model import ensure_demo_model
 from tuner.errors import UserError
 from tuner.gguf_info import GGUFInfo, read_gguf
@@ -34,6 +34,7 @@ class Context:
     workload: Workload
     space: SearchSpace
     baselines: dict[str, dict[str, Any]]
+    starts: dict[str, dict[str, Any]]
     hardware: Hardware
     probe: Probe
     storage: CheckedStorage
@@ -111,6 +112,8 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
         trained_ctx=info.context_length,
     )
     space = resolve(space_cfg, machine)
+    starts = load_starts(s.baselines, gpu_offload=probe.gpu_offload)
+    check_start_knobs(starts, set(type(space_cfg).model_fields))
     if hardware.gpus and not probe.gpu_offload:
         echo(
             f"warning: an NVIDIA GPU ({hardware.gpus[0].name}) is present but the installed "
@@ -129,6 +132,7 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
         workload=workload,
         space=space,
         baselines=baselines,
+        starts=starts,
         hardware=hardware,
         probe=probe,
         storage=storage,

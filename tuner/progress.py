@@ -95,7 +95,8 @@ class Progress:
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.ran * max(self.total - self.count, 0)
         status = trial.user_attrs.get("status", trial.state.name.lower())
-        tag = f" [{trial.user_attrs['baseline']}]" if "baseline" in trial.user_attrs else ""
+        named = trial.user_attrs.get("baseline") or trial.user_attrs.get("start")
+        tag = f" [{named}]" if named else ""
         if trial.state == TrialState.COMPLETE and trial.values:
             tps, lat = trial.values
             vram = (trial.user_attrs.get("metrics") or {}).get("vram_mb")

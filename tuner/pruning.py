@@ -5,7 +5,7 @@ slow CPU path. Once a trial's first answer shows it is dominated, the rest can't
 
 - while the prompt is processed (no first token yet): it has taken longer than
   max(10 s, 10 x the best first-token latency) of trials using no more VRAM;
-- after 16 generated tokens: some trial using no more VRAM was at least 1.5x faster at
+- after 8 generated tokens: some trial using no more VRAM was at least 1.5x faster at
   generation AND had a first token at least as early.
 
 "Using no more VRAM" (with 10 % + 256 MB of slack for a peak still growing) keeps a slow but
@@ -27,7 +27,7 @@ MIN_POINTS = 3  # don't prune before the study has this many feasible measuremen
 PROMPT_FACTOR = 10.0
 PROMPT_FLOOR_S = 10.0
 GEN_FACTOR = 1.5
-MIN_TOKENS = 16
+MIN_TOKENS = 8  # objectives.measure.MIN_TOKENS: a capped answer has at least these
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,14 @@ class SearchSpace:
         p["n_ctx"] = min(fits) if fits else max(self.n_ctx_choices)
         if "use_mlock" in p and not self.config.use_mlock.enabled:
             p.pop("use_mlock")
-        if self.n_ubatch_searched() and "n_ubatch" not in p:
+        if not self.flash_attn_searched():
+            p.pop("flash_attn", None)
+        if not self.n_ubatch_searched():
+            p.pop("n_ubatch", None)
+        elif "n_ubatch" in p:
+            ub = _nearest(int(p["n_ubatch"]), self.config.n_ubatch.choices)
+            p["n_ubatch"] = min(ub, p["n_batch"])
+        else:
             p["n_ubatch"] = min(LLAMA_DEFAULT_UBATCH, p["n_batch"])  # what the profile gets
         return p
 

@@ -14,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.llama_buffers import parse_buffers
 from objectives.prewarm import WarmPool
 from objectives.runner import CHILD_ARGV, run_child
+from tuner.baselines import starting_trials
 from tuner.errors import StudyAborted, UserError
 from tuner.prepare import Context
 from tuner.progress import Progress
@@ -76,15 +77,13 @@ def _requeue_interrupted(study: optuna.Study) -> int:
     return n
 
 
-def _enqueue_baselines(study: optuna.Study, ctx: Context) -> list[str]:
-    names = []
-    for name, profile in ctx.baselines.items():
-        params = ctx.space.fit_baseline(dict(profile))
-        if ctx.space.flash_attn_searched():
-            params.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
-        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=False)
-        names.append(name)
-    return names
+def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], list[str]]:
+    names: dict[str, list[str]] = {"baseline": [], "start": []}
+    for params, attrs in starting_trials(ctx.space, ctx.baselines, ctx.starts):
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        for kind, name in attrs.items():
+            names[kind].append(name)
+    return names["baseline"], names["start"]
 
 
 def open_study(ctx: Context, echo: Echo) -> optuna.Study:
@@ -113,9 +112,11 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
-        names = _enqueue_baselines(study, ctx)
+        names, starts = _enqueue_baselines(study, ctx)
         if names:
             echo(f"Baselines first: Desktop-Mate's {', '.join(names)} profiles.")
+        if starts:
+            echo(f"Then dm-tune's start points: {', '.join(starts)} (configs/baselines.yaml).")
     elif old != fp:
         diff = ", ".join(f"{k} {old.get(k)} -> {fp[k]}" for k in fp if old.get(k) != fp[k])
         raise UserError(

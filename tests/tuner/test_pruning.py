@@ -32,10 +32,11 @@ def test_slow_prompt_is_pruned_against_trials_with_no_more_vram() -> None:
     assert "no first token after 11 s" in reason
 
 
-def test_dominated_generation_is_pruned_after_16_tokens() -> None:
+def test_dominated_generation_is_pruned_after_8_tokens() -> None:
     slow = w(tokens=17, ttft=0.3, gen=1.0)  # 16 tok/s, 300 ms
     assert decide(slow, PTS) is not None
-    assert decide(w(tokens=8, ttft=0.3, gen=1.0), PTS) is None  # too early to judge
+    assert decide(w(tokens=8, ttft=0.3, gen=0.5), PTS) is not None  # a capped answer: judged
+    assert decide(w(tokens=4, ttft=0.3, gen=0.25), PTS) is None  # too early to judge
 
 
 def test_small_settings_survive_when_nothing_smaller_was_measured() -> None:
