@@ -5,13 +5,14 @@ find out; the study skips settings predicted over budget, and `doctor` shows wha
 
 The parts follow llama.cpp (src/llama-model.cpp `load_tensors`, llama-kv-cache.cpp):
 - weights: layer il (blocks 0..n_layer-1, the output layer is il = n_layer) is on the GPU when
-  i_gpu_start <= il < i_gpu_start + min(ngl, n_layer + 1), i_gpu_start = max(n_layer - ngl, 0).
-  So ngl <= n_layer offloads the last ngl blocks and keeps the output layer on the CPU; ngl >
+  i_gpu_start <= il < i_gpu_start + min(ngl, n_layer + 1), i_gpu_start = max(n_layer + 1 - ngl,
+  0): the output layer goes first. So 1 <= ngl <= n_layer offloads the output layer and the last
+  ngl - 1 blocks (ngl = 1: the output layer alone; ngl = n_layer: all but block 0); ngl >
   n_layer offloads everything. token_embd always stays on the CPU. A model without
   output.weight (tied embeddings) gets a copy of token_embd on the output layer's device.
-  (The llama.cpp of llama-cpp-python 0.3.36 starts at n_layer + 1 - ngl instead: the output
-  layer goes first, so ngl = 1 puts the output layer, not block n_layer-1, on the GPU; measured
-  on an H200, see docs/benchmarks/gpu.md. Not applied here yet: off by at most one block.)
+  (Older llama.cpp started at n_layer - ngl, blocks first.) This is the rule of the llama.cpp in
+  llama-cpp-python 0.3.36, checked against CUDA0's model and KV buffers of every partial-offload
+  trial of three H200 studies: docs/benchmarks/gpu.md, tests/tuner/test_vram_predict_placement.py.
 - KV cache: n_ctx rounded up to 256 cells, per offloaded block (only with offload_kqv):
   cells * (n_embd_k_gqa * bytes(type_k) + n_embd_v_gqa * bytes(type_v)).
 - compute buffer: the peak of three phases of the graph reserved for one ubatch, calibrated on
@@ -72,9 +73,9 @@ class VramPrediction:
 
 
 def gpu_layers(n_layer: int, n_gpu_layers: int) -> set[int]:
-    """Layer ids on the GPU; n_layer is the output layer. Negative ngl means all."""
+    """Layer ids on the GPU; n_layer is the output layer, offloaded first. Negative ngl: all."""
     ngl = n_layer + 1 if n_gpu_layers < 0 else n_gpu_layers
-    start = max(n_layer - ngl, 0)
+    start = max(n_layer + 1 - ngl, 0)
     active = min(ngl, n_layer + 1)
     return {il for il in range(n_layer + 1) if start <= il < start + active}
 

@@ -87,21 +87,26 @@ def test_weights_match_llama_cpp(models: dict[str, GGUFInfo], name: str) -> None
 
 
 def test_layer_placement_follows_llama_cpp() -> None:
-    # 32 blocks (0..31) + output layer 32, as for Mistral-7B.
+    # 32 blocks (0..31) + output layer 32, as for Mistral-7B. llama-cpp-python 0.3.36's llama.cpp
+    # offloads the output layer first (i_gpu_start = n_layer + 1 - ngl), then the last blocks;
+    # checked against CUDA0's buffers of H200 loads in test_vram_predict_placement.py.
     assert gpu_layers(32, 0) == set()
-    assert gpu_layers(32, 1) == {31}
-    assert gpu_layers(32, 32) == set(range(32))  # all blocks, output layer still on the CPU
+    assert gpu_layers(32, 1) == {32}  # the output layer alone
+    assert gpu_layers(32, 25) == {32, *range(8, 32)}  # it and 24 blocks
+    assert gpu_layers(32, 32) == set(range(1, 33))  # all but block 0
     assert gpu_layers(32, 33) == set(range(33))
     assert gpu_layers(32, 43) == gpu_layers(32, -1) == set(range(33))
 
 
 def test_partial_offload_counts_only_offloaded_blocks(models: dict[str, GGUFInfo]) -> None:
     info = models["gqa"]  # 4 blocks
-    s = {"n_ctx": 2048, "n_gpu_layers": 2}
+    s = {"n_ctx": 2048, "n_gpu_layers": 2}  # the output layer and block 3
     p = predict_vram(info, s, overhead_mb=300.0)
-    assert p.kv_mb == pytest.approx(2 * kv_bytes_per_layer(info, s) / MIB)
-    blk = sum(t.n_bytes for t in info.tensors if t.name.startswith(("blk.2.", "blk.3.")))
-    assert p.weights_mb == pytest.approx(blk / MIB)
+    assert p.kv_mb == pytest.approx(kv_bytes_per_layer(info, s) / MIB)
+    assert "output.weight" in {t.name for t in info.tensors}
+    on_gpu = sum(t.n_bytes for t in info.tensors if t.name.startswith(("blk.3.", "output")))
+    assert p.weights_mb == pytest.approx(on_gpu / MIB)
+    assert p.compute_mb == compute_bytes(info, s) / MIB  # the output phase is on the GPU too
     assert p.total_mb == pytest.approx(p.weights_mb + p.kv_mb + p.compute_mb + 300.0)
     assert predict_vram(info, {**s, "offload_kqv": False}, 0.0).kv_mb == 0.0
 
