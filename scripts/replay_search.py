@@ -13,11 +13,21 @@ again); the replay counts those duplicates.
     # the GPU grid (its metadata: DIR/gpu_grid.json)
     python scripts/replay_search.py --grid DIR/gpu_grid.csv \
         --space docs/benchmarks/data/gpu_grid_space.yaml
+    # only the study's default (profiles, then start points); results to files
+    python scripts/replay_search.py ... --arms starts --json OUT.json --markdown OUT.md
 
 Knobs a search-space YAML cannot fix (use_mlock: true) were recorded with record_grid.py --fixed;
-the replay adds them to every proposal, as read from the grid's metadata. Baselines are fitted
-to the space as the study fits them (SearchSpace.fit_baseline), then any knob outside the space's
-range is moved to the nearest value the space can sample (fit_to_grid).
+the replay adds them to every proposal, as read from the grid's metadata.
+
+What is enqueued before sampling, per --arms (each sampler runs every arm):
+  none       nothing: the sampler alone;
+  baselines  Desktop-Mate's profiles (configs/baselines.yaml `profiles:`);
+  starts     the profiles, then dm-tune's start points (`starts:`, those for the grid's build:
+             gpu_only ones only on a GPU grid), which is what tuner/study.py enqueues by default.
+The list comes from the study's own tuner.baselines.starting_trials (SearchSpace.fit_baseline,
+a start that comes out as a profile skipped); then any integer knob outside the space's range is
+moved to the nearest value the space can sample (snap_to_grid), so that each is a recorded cell.
+On a CPU grid there are no start points, so the `starts` arm is `baselines` and is not run again.
 
 Metric per seed: the first trial (1-based) after which the best feasible tok/s found so far is
 within --tolerance of the table's best feasible tok/s; and the first trial after which
@@ -48,7 +58,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tuner.baselines import load_baselines  # noqa: E402
+from tuner.baselines import (  # noqa: E402
+    check_start_knobs,
+    load_baselines,
+    load_starts,
+    starting_trials,
+)
 from tuner.search_space import (  # noqa: E402
     Machine,
     SearchSpace,
@@ -130,20 +145,47 @@ def grid(space: SearchSpace, fixed: Mapping[str, Any] | None = None) -> list[dic
     return list(cells.values())
 
 
-def fit_to_grid(space: SearchSpace, profile: Mapping[str, Any]) -> dict[str, Any]:
-    """A baseline as the replay enqueues it: fitted as tuner/study.py fits it, then an integer
-    knob the space fixes or bounds (cpu_fallback's 8 threads in a 6-thread space) moved to the
-    nearest value the space can sample, so that it is a recorded cell. On a space that already
-    holds every fitted value (the CPU grid) this changes nothing."""
-    p = space.fit_baseline(dict(profile))
-    if space.flash_attn_searched():
-        p.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
+def snap_to_grid(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings the study enqueues (already fitted with SearchSpace.fit_baseline) with each
+    integer knob the space fixes or bounds (cpu_fallback's 8 threads in a 6-thread space) moved to
+    the nearest value the space can sample, so that they are a recorded cell. On a space that
+    already holds every fitted value (the CPU grid) this changes nothing."""
+    p = dict(params)
     for name, values in axes(space).items():
         v = p.get(name)
         ints = all(isinstance(x, int) and not isinstance(x, bool) for x in values)
         if isinstance(v, int) and not isinstance(v, bool) and ints and v not in values:
             p[name] = min(values, key=lambda x: abs(x - v))
     return p
+
+
+def fit_to_grid(space: SearchSpace, profile: Mapping[str, Any]) -> dict[str, Any]:
+    """One profile as the replay enqueues it: fitted as tuner/study.py fits it
+    (tuner.baselines.starting_trials), then snapped to the grid (snap_to_grid)."""
+    [(params, _)] = starting_trials(space, {"profile": dict(profile)}, {})
+    return snap_to_grid(space, params)
+
+
+Enqueued = list[tuple[dict[str, Any], dict[str, str]]]
+
+
+def enqueued_trials(
+    space: SearchSpace,
+    baselines: Mapping[str, Mapping[str, Any]] | None,
+    starts: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Enqueued:
+    """What the replay enqueues before sampling, in order, with the user_attrs the study gives
+    each ({"baseline": name} or {"start": name}): tuner.baselines.starting_trials, as
+    tuner/study.py calls it, then each snapped to the grid. The study drops a start that fits to
+    a profile's settings before any snapping; one that only meets a profile's cell after snapping
+    is still enqueued here (a duplicate proposal: it costs its slot, as the off-grid trial the
+    study would measure does)."""
+    plan = starting_trials(
+        space,
+        {n: dict(p) for n, p in (baselines or {}).items()},
+        {n: dict(p) for n, p in (starts or {}).items()},
+    )
+    return [(snap_to_grid(space, params), attrs) for params, attrs in plan]
 
 
 def _tpe(**kw: Any) -> SamplerFactory:
@@ -275,7 +317,7 @@ class Outcome(NamedTuple):
     params: dict[str, Any]
     values: tuple[float, float] | None
     duplicate: bool  # these settings were already proposed earlier in this run
-    baseline: str | None
+    baseline: str | None  # the profile or start point enqueued for this trial; None: sampled
     constraint: float = -BUDGET_MB  # vram_over_budget_mb; feasible when <= 0
 
 
@@ -288,16 +330,17 @@ def replay(
     space: SearchSpace,
     sampler: optuna.samplers.BaseSampler,
     n_trials: int,
-    baselines: dict[str, dict[str, Any]] | None = None,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
     fixed: Mapping[str, Any] | None = None,
+    starts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Outcome]:
     """Run a study like tuner/study.py's, with table lookups instead of trial children.
 
+    `baselines`, `starts`: the profiles and start points to enqueue first (enqueued_trials).
     `fixed`: settings the grid added to every cell (record_grid.py --fixed)."""
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
-    for name, profile in (baselines or {}).items():
-        params = fit_to_grid(space, profile)
-        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=False)
+    for params, attrs in enqueued_trials(space, baselines, starts):
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
     seen: set[str] = set()
     out: list[Outcome] = []
 
@@ -310,7 +353,7 @@ def replay(
         if cell is None:
             raise KeyError(f"settings not in the table: {key}")
         constraint = table.constraint(cell)
-        baseline = trial.user_attrs.get("baseline")
+        baseline = trial.user_attrs.get("baseline") or trial.user_attrs.get("start")
         out.append(Outcome(key, params, cell.values, key in seen, baseline, constraint))
         seen.add(key)
         if cell.values is None:
@@ -349,9 +392,16 @@ def trials_to_balanced(
     return None
 
 
+ARMS = {
+    "none": "none",
+    "baselines": "baselines",
+    "starts": "baselines + starts",
+}
+
+
 class Summary(NamedTuple):
     sampler: str
-    baselines: bool
+    arm: str  # what was enqueued first: a key of ARMS
     seeds: int
     reached: int  # seeds that reached the throughput target within the trial budget
     median: float | None  # trials to the throughput target (censored seeds count as budget+1)
@@ -402,7 +452,7 @@ def _stats(xs: Sequence[int | None], n_trials: int) -> tuple[int, float, float, 
 
 def summarize(
     sampler: str,
-    with_baselines: bool,
+    arm: str,
     runs: Sequence[Sequence[Outcome]],
     table: Table,
     tol: float,
@@ -412,7 +462,7 @@ def summarize(
     r, m, q1, q3 = _stats([p.throughput for p in per_seed], n_trials)
     br, bm, bq1, bq3 = _stats([p.balanced for p in per_seed], n_trials)
     dup = statistics.fmean(p.duplicates for p in per_seed)
-    s = Summary(sampler, with_baselines, len(runs), r, m, q1, q3, br, bm, bq1, bq3, dup)
+    s = Summary(sampler, arm, len(runs), r, m, q1, q3, br, bm, bq1, bq3, dup)
     return s, per_seed
 
 
@@ -424,7 +474,7 @@ def _fmt(x: float | None, n_trials: int) -> str:
 
 def markdown(rows: Sequence[Summary], n_trials: int) -> str:
     head = (
-        "| sampler | baselines first | seeds | tok/s target: median [IQR] | reached | "
+        "| sampler | enqueued first | seeds | tok/s target: median [IQR] | reached | "
         "balanced target: median [IQR] | reached | duplicates / run |\n"
         "|---|---|---|---|---|---|---|---|\n"
     )
@@ -435,7 +485,7 @@ def markdown(rows: Sequence[Summary], n_trials: int) -> str:
             return _fmt(x, n_trials)
 
         lines.append(
-            f"| {s.sampler} | {'yes' if s.baselines else 'no'} | {s.seeds} | "
+            f"| {s.sampler} | {ARMS[s.arm]} | {s.seeds} | "
             f"{f(s.median)} [{f(s.q1)}-{f(s.q3)}] | {s.reached}/{s.seeds} | "
             f"{f(s.bal_median)} [{f(s.bal_q1)}-{f(s.bal_q3)}] | {s.bal_reached}/{s.seeds} | "
             f"{s.duplicates_mean:.1f} of {n_trials} |"
@@ -462,13 +512,27 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "configs" / "search_space.yaml",
         help="the search-space YAML the grid was recorded on",
     )
-    ap.add_argument("--baselines", type=Path, default=ROOT / "configs" / "baselines.yaml")
+    ap.add_argument(
+        "--baselines",
+        type=Path,
+        default=ROOT / "configs" / "baselines.yaml",
+        help="the profiles and start points (the study's --baselines file)",
+    )
+    ap.add_argument(
+        "--arms",
+        nargs="+",
+        default=list(ARMS),
+        choices=ARMS,
+        help="what to enqueue before sampling: nothing, the profiles, the profiles and the start "
+        "points (the study's default); default: all three",
+    )
     ap.add_argument("--vram-budget-mb", type=float, default=BUDGET_MB)
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--trials", type=int, default=50, help="trial budget per run (dm-tune's)")
     ap.add_argument("--tolerance", type=float, default=0.02)
     ap.add_argument("--samplers", nargs="+", default=list(DEFAULT_SAMPLERS), choices=SAMPLERS)
     ap.add_argument("--json", type=Path, default=None, help="write per-seed results here")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the results table here")
     ap.add_argument(
         "--allow-missing",
         action="store_true",
@@ -494,51 +558,69 @@ def main(argv: list[str] | None = None) -> int:
         table = Table({**table.cells, **failed}, table.budget_mb)
         print(f"WARNING: {len(missing)} settings not measured; replayed as failed trials")
     profiles = load_baselines(a.baselines)
+    starts = load_starts(a.baselines, gpu_offload=space.machine.gpu_offload)
+    check_start_knobs(starts, set(SETTING_NAMES))
     best = table.best_tok_s
     bal = table.balanced_best()
     near = sum(1 for c in table.feasible() if c.values and c.values[0] >= best * (1 - a.tolerance))
     over = sum(1 for c in table.cells.values() if c.values and table.constraint(c) > 0)
-    print(
+    notes: list[str] = []
+
+    def note(line: str) -> None:
+        notes.append(line)
+        print(line)
+
+    note(
         f"table: {len(table.cells)} settings, best {best:.2f} tok/s; {near} within "
         f"{a.tolerance:.0%} of it; balanced choice {key_of(bal.params)} {bal.values}"
         + (f"; {over} over the {table.budget_mb:.0f} MB VRAM budget" if over else "")
     )
     top = sorted(table.feasible(), key=lambda c: -(c.values or (0.0, 0.0))[0])[:5]
     for c in top:
-        print(f"  top tok/s: {key_of(c.params)} -> {c.values}{_vram(c)}")
-    for name, p in profiles.items():
-        fitted = on_grid(space, fit_to_grid(space, p), fixed)
+        note(f"  top tok/s: {key_of(c.params)} -> {c.values}{_vram(c)}")
+    for params, attrs in enqueued_trials(space, profiles, starts):
+        [(kind, name)] = attrs.items()
+        fitted = on_grid(space, params, fixed)
         cell = table.cells[key_of(fitted)]
-        print(f"baseline {name}: {key_of(fitted)} -> {cell.values}{_vram(cell)}")
+        note(f"{kind} {name}: {key_of(fitted)} -> {cell.values}{_vram(cell)}")
+    arms = list(dict.fromkeys(a.arms))
+    if "starts" in arms and not starts:
+        note("no start points for this build: the `starts` arm is the `baselines` arm; not run")
+        arms.remove("starts")
 
     rows: list[Summary] = []
     detail: dict[str, Any] = {}
     for name in a.samplers:
-        for with_b in (False, True):
+        for arm in arms:
             t0 = time.perf_counter()
+            first = {
+                "none": ({}, {}),
+                "baselines": (profiles, {}),
+                "starts": (profiles, starts),
+            }[arm]
             runs = [
-                replay(
-                    table,
-                    space,
-                    SAMPLERS[name](seed),
-                    a.trials,
-                    profiles if with_b else None,
-                    fixed,
-                )
+                replay(table, space, SAMPLERS[name](seed), a.trials, first[0], fixed, first[1])
                 for seed in range(a.seeds)
             ]
             for n in sorted({*(c for c in (10, 20) if c < a.seeds), a.seeds}):
-                s, per_seed = summarize(name, with_b, runs[:n], table, a.tolerance, a.trials)
+                s, per_seed = summarize(name, arm, runs[:n], table, a.tolerance, a.trials)
                 rows.append(s)
-                detail[f"{name}|baselines={with_b}|seeds={n}"] = {
+                detail[f"{name}|{arm}|seeds={n}"] = {
                     "summary": s._asdict(),
                     "per_seed": [p._asdict() for p in per_seed],
                 }
-            print(f"{name} (baselines {with_b}): {time.perf_counter() - t0:.1f} s", flush=True)
+            print(f"{name} ({ARMS[arm]}): {time.perf_counter() - t0:.1f} s", flush=True)
     print()
-    print(markdown(rows, a.trials))
+    table_md = markdown(rows, a.trials)
+    print(table_md)
     if a.json:
         a.json.write_text(json.dumps(detail, indent=1) + "\n", encoding="utf-8")
+    if a.markdown:
+        command = " ".join(["python scripts/replay_search.py", *(argv or sys.argv[1:])])
+        a.markdown.write_text(
+            f"`{command}`\n\n```\n" + "\n".join(notes) + f"\n```\n\n{table_md}",
+            encoding="utf-8",
+        )
     return 0
 
 

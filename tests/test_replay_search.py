@@ -13,6 +13,7 @@ from scripts.replay_search import (
     Outcome,
     SeedResult,
     load_table,
+    main,
     per_seed_results,
     replay,
     table_of,
@@ -127,3 +128,13 @@ def test_load_table_reads_record_grid_csv(tmp_path: Path) -> None:
     failed = {"n_threads": 1, "n_batch": 32, "n_ctx": 512, "n_gpu_layers": 0, "use_mlock": False}
     assert table.cells[key_of(failed)].values is None
     assert table.best_tok_s == 42.5
+
+
+def test_a_cpu_grid_has_no_start_points_arm(capsys: pytest.CaptureFixture[str]) -> None:
+    # The committed CPU grid: start points are gpu_only, so the study's default is the profiles.
+    assert main(["--seeds", "1", "--trials", "3", "--samplers", "random"]) == 0
+    text = capsys.readouterr().out
+    assert "no start points for this build" in text
+    assert "| random | none | 1 |" in text
+    assert "| random | baselines | 1 |" in text
+    assert "baselines + starts" not in text

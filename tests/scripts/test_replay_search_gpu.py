@@ -20,6 +20,7 @@ from scripts.replay_search import (
     BUDGET_MB,
     Cell,
     Outcome,
+    enqueued_trials,
     fit_to_grid,
     grid,
     main,
@@ -30,10 +31,11 @@ from scripts.replay_search import (
     table_of,
     trials_to_throughput,
 )
-from tuner.baselines import load_baselines
+from tuner.baselines import load_baselines, load_starts
 from tuner.search_space import Machine, SearchSpace, key_of, load_search_space_config, resolve
 
 ROOT = Path(__file__).resolve().parents[2]
+BASELINES = ROOT / "configs" / "baselines.yaml"
 GPU_SPACE = ROOT / "docs" / "benchmarks" / "data" / "gpu_grid_space.yaml"
 FIXED = {"use_mlock": True}
 MACHINE = Machine(logical_cores=16, layers=33, gpu_offload=True, min_ctx=700, trained_ctx=32768)
@@ -89,6 +91,47 @@ def test_baselines_are_fitted_onto_grid_cells(space: SearchSpace) -> None:
     assert fitted["cpu_fallback"]["n_threads"] == 6
     assert fitted["cpu_fallback"]["use_mlock"] is True
     assert fitted["cpu_fallback"]["n_gpu_layers"] == 0
+
+
+def test_start_points_are_enqueued_as_the_study_enqueues_them(space: SearchSpace) -> None:
+    profiles = load_baselines(BASELINES)
+    starts = load_starts(BASELINES, gpu_offload=space.machine.gpu_offload)
+    plan = enqueued_trials(space, profiles, starts)
+    assert [a for _, a in plan] == [
+        {"baseline": "performance"},
+        {"baseline": "balanced"},
+        {"baseline": "cpu_fallback"},
+        {"start": "performance_flash_attn"},
+    ]
+    # flash_attn true, n_batch 1024 -> the grid's 512, n_ubatch dropped (not in this space):
+    # the start point is the performance cell with flash attention on.
+    start = on_grid(space, plan[3][0], FIXED)
+    assert start == {**on_grid(space, plan[0][0], FIXED), "flash_attn": True}
+    assert start in grid(space, FIXED)
+    # No start points: the profiles alone, exactly as fit_to_grid fits each of them.
+    assert [p for p, _ in enqueued_trials(space, profiles)] == [
+        fit_to_grid(space, p) for p in profiles.values()
+    ]
+    assert enqueued_trials(space, None) == []
+    # A CPU build gets no gpu_only start.
+    assert load_starts(BASELINES, gpu_offload=False) == {}
+
+
+def test_replay_enqueues_profiles_then_start_points(space: SearchSpace) -> None:
+    table = table_of(_cells(space))
+    profiles = load_baselines(BASELINES)
+    starts = load_starts(BASELINES, gpu_offload=True)
+    run = replay(table, space, optuna.samplers.RandomSampler(seed=0), 6, profiles, FIXED, starts)
+    assert [o.baseline for o in run[:4]] == [
+        "performance",
+        "balanced",
+        "cpu_fallback",
+        "performance_flash_attn",
+    ]
+    assert (run[3].params["n_gpu_layers"], run[3].params["flash_attn"]) == (33, True)
+    assert run[4].baseline is None  # sampled from here on
+    bare = replay(table, space, optuna.samplers.RandomSampler(seed=0), 6, None, FIXED, None)
+    assert all(o.baseline is None for o in bare)
 
 
 def test_feasibility_comes_from_each_cells_vram(space: SearchSpace) -> None:
@@ -166,11 +209,23 @@ def test_main_replays_a_gpu_grid_csv(
     assert "baseline cpu_fallback: flash_attn=False,n_batch=512,n_ctx=4096,n_gpu_layers=0" in text
     detail = json.loads(out.read_text(encoding="utf-8"))
     assert set(detail) == {
-        f"{s}|baselines={b}|seeds=2" for s in ("tpe", "random") for b in (False, True)
+        f"{s}|{arm}|seeds=2" for s in ("tpe", "random") for arm in ("none", "baselines", "starts")
     }
-    # With a larger budget full offload is feasible, and the best.
-    main([*args, "--samplers", "random", "--vram-budget-mb", "8192"])
+    assert "start performance_flash_attn: flash_attn=True,n_batch=512,n_ctx=4096," in text
+    assert "| tpe | baselines + starts | 2 |" in text
+    # With a larger budget full offload is feasible, and the best: the start point is that cell,
+    # so the study's default arm (profiles, then start points) reaches it at trial 4.
+    md = tmp_path / "replay.md"
+    args8 = [*args, "--samplers", "random", "--vram-budget-mb", "8192", "--json", str(out)]
+    main([*args8, "--arms", "starts", "--markdown", str(md)])
     assert f"best {_tok_s(33, True):.2f} tok/s" in capsys.readouterr().out
+    detail = json.loads(out.read_text(encoding="utf-8"))
+    assert set(detail) == {"random|starts|seeds=2"}
+    assert [p["throughput"] for p in detail["random|starts|seeds=2"]["per_seed"]] == [4, 4]
+    text = md.read_text(encoding="utf-8")
+    assert text.startswith("`python scripts/replay_search.py --grid ")
+    assert "\nstart performance_flash_attn: flash_attn=True," in text
+    assert "\n| random | baselines + starts | 2 | 4 [4-4] | 2/2 |" in text
 
 
 def test_main_refuses_an_incomplete_grid_unless_told(
