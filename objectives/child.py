@@ -90,8 +90,9 @@ def run(
 
     `t_start` (wall clock) is where the trial's start-up overhead counts from: the process start,
     or for a pre-warmed child the moment its spec arrived."""
-    t_start = _process_start() if t_start is None else t_start
-    _prepare()
+    if t_start is None:  # started with its spec: prepare now (a pre-warmed child already has)
+        t_start = _process_start()
+        _prepare()
     import llama_cpp
 
     log = LogCapture()

@@ -156,7 +156,7 @@ def _watch_child(
     timeout_s: float,
     sample_gpu: bool,
     watcher: Watcher | None,
-    pool: WarmPool | None,
+    wait_for: WarmPool | None,  # measure only once this pool's spare is ready (None: at once)
 ) -> ChildResult:
     proc = child.proc
     sampler = GpuSampler() if sample_gpu else None
@@ -179,7 +179,7 @@ def _watch_child(
                     break
                 text = child.stderr_text()
                 phase = _last_phase(text)
-                if gated and phase == "loaded" and (pool is None or pool.spare_settled()):
+                if gated and phase == "loaded" and (wait_for is None or wait_for.spare_settled()):
                     child.send("go")
                     gated = False
                 if sampler is not None:

@@ -88,8 +88,6 @@ def starting_trials(
     for kind, group in (("baseline", baselines), ("start", starts)):
         for name, profile in group.items():
             params = space.fit_baseline(dict(profile))
-            if space.flash_attn_searched():
-                params.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
             if kind == "start" and key_of(params) in seen:
                 continue
             seen.add(key_of(params))

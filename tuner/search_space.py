@@ -189,6 +189,8 @@ class SearchSpace:
             p.pop("use_mlock")
         if not self.flash_attn_searched():
             p.pop("flash_attn", None)
+        else:
+            p.setdefault("flash_attn", False)  # the app never sets it: llama.cpp's default
         if not self.n_ubatch_searched():
             p.pop("n_ubatch", None)
         elif "n_ubatch" in p:
