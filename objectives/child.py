@@ -127,6 +127,7 @@ def run(
         peak_rss_mb=peak_rss_mb(),
         n_prompt_tokens=n_prompt,
         n_generated=n_gen,
+        history_turns=spec["workload"].get("history_turns"),
     )
     metrics = replace(metrics, extra={"startup_s": round(startup_s, 3), **(extra or {})})
     phase("done")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from objectives.metrics import Sample
@@ -62,23 +63,31 @@ def more_repeats(done: int, wanted: int, elapsed_s: float, budget_s: float | Non
     return elapsed_s + elapsed_s / done <= budget_s
 
 
+def _tokens(llm: Any, text: str | None) -> list[int] | None:
+    return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True) if text else None
+
+
 def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
-    """Run the workload on a loaded model; returns samples, prompt token count, generated count."""
+    """Run the workload on a loaded model; returns samples, prompt token count, generated count.
+
+    Each repeat answers the measured (steady-state) prompt cold: the KV cache is reset, so the
+    whole prompt is processed, as the app does on a turn that shares only the system prompt with
+    the previous one. With a `next_prompt`, the first repeat is followed by the app's next turn
+    (the prefix the two share is reused, as llama-cpp-python does in the app). With an
+    `early_prompt`, one early-turn answer is measured at the end."""
     w = spec["workload"]
-    prompt = llm.tokenize(w["prompt"].encode("utf-8"), add_bos=True, special=True)
-    next_text = w.get("next_prompt")
-    next_prompt = (
-        llm.tokenize(next_text.encode("utf-8"), add_bos=True, special=True) if next_text else None
-    )
+    prompt = _tokens(llm, w["prompt"]) or []
+    next_prompt = _tokens(llm, w.get("next_prompt"))
+    early_prompt = _tokens(llm, w.get("early_prompt"))
     n_ctx = llm.n_ctx()
-    longest = max(len(prompt), len(next_prompt or [])) + w["max_tokens"]
+    longest = max(len(prompt), len(next_prompt or []), len(early_prompt or [])) + w["max_tokens"]
     if longest > n_ctx:
         raise ValueError(f"workload needs {longest} tokens of context but n_ctx is {n_ctx}")
     temperature, top_p, n_gen = w["temperature"], w["top_p"], w["max_tokens"]
     answer_s, budget_s = w.get("max_answer_s"), w.get("max_measure_s")
 
     if w.get("warmup", True):
-        phase("warmup")
+        phase("warmup")  # the app's own warm-up after its load
         llm.reset()
         warm_tokens = llm.tokenize(b"Bonjour", add_bos=True, special=True)
         _answer(llm, warm_tokens, 2, temperature, top_p)
@@ -93,22 +102,32 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
         t0 = time.perf_counter()
         times = _answer(llm, prompt, n_gen, temperature, top_p, report=i == 0, max_s=answer_s)
         ttft = times[0] - t0
-        gen_s = times[-1] - times[0]
-        gen_tok_s = (len(times) - 1) / gen_s if len(times) > 1 and gen_s > 0 else 0.0
         warm_ms: float | None = None
-        if next_prompt is not None:
-            # Next chat turn: the KV cache still holds the prompt, so only the new suffix is
-            # processed (llama-cpp-python reuses the longest common prefix).
+        if next_prompt is not None and i == 0:
+            phase("next turn")
             t1 = time.perf_counter()
             wt = _answer(llm, next_prompt, 1, temperature, top_p)
             warm_ms = (wt[0] - t1) * 1000.0
         samples.append(
             Sample(
-                gen_tok_s=gen_tok_s,
+                gen_tok_s=_rate(times),
                 ttft_ms=ttft * 1000.0,
                 prompt_tok_s=len(prompt) / ttft if ttft > 0 else 0.0,
                 warm_ttft_ms=warm_ms,
                 tokens=len(times),
             )
         )
+    if early_prompt is not None:
+        phase("early turn")
+        llm.reset()
+        t0 = time.perf_counter()
+        times = _answer(llm, early_prompt, n_gen, temperature, top_p, max_s=answer_s)
+        samples[0] = replace(
+            samples[0], early_ttft_ms=(times[0] - t0) * 1000.0, early_gen_tok_s=_rate(times)
+        )
     return samples, len(prompt), min(s.tokens or n_gen for s in samples)
+
+
+def _rate(times: list[float]) -> float:
+    gen_s = times[-1] - times[0]
+    return (len(times) - 1) / gen_s if len(times) > 1 and gen_s > 0 else 0.0

@@ -16,6 +16,8 @@ class Sample:
     prompt_tok_s: float
     warm_ttft_ms: float | None = None
     tokens: int | None = None  # generated in this answer (fewer than max_tokens when capped)
+    early_ttft_ms: float | None = None  # the early turn (short history), once per trial
+    early_gen_tok_s: float | None = None
 
 
 def median(xs: list[float]) -> float:
@@ -48,6 +50,9 @@ class TrialMetrics:
     vram_mb: float | None = None
     vram_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    early_ttft_ms: float | None = None
+    early_gen_tok_s: float | None = None
+    history_turns: int | None = None  # interactions in the measured prompt
 
     @classmethod
     def from_samples(
@@ -58,12 +63,15 @@ class TrialMetrics:
         peak_rss_mb: float,
         n_prompt_tokens: int,
         n_generated: int,
+        history_turns: int | None = None,
     ) -> TrialMetrics:
         if not samples:
             raise ValueError("a trial needs at least one sample")
         gen = [s.gen_tok_s for s in samples]
         ttft = [s.ttft_ms for s in samples]
         warm = [s.warm_ttft_ms for s in samples if s.warm_ttft_ms is not None]
+        early = [s.early_ttft_ms for s in samples if s.early_ttft_ms is not None]
+        early_gen = [s.early_gen_tok_s for s in samples if s.early_gen_tok_s is not None]
         return cls(
             gen_tok_s=median(gen),
             ttft_ms=median(ttft),
@@ -76,6 +84,9 @@ class TrialMetrics:
             gen_tok_s_cv=cv(gen),
             ttft_ms_cv=cv(ttft),
             samples=tuple(samples),
+            early_ttft_ms=median(early) if early else None,
+            early_gen_tok_s=median(early_gen) if early_gen else None,
+            history_turns=history_turns,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -83,6 +83,50 @@ def _used_by(nv: Any, handles: list[Any], pids: set[int]) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class GpuProcess:
+    """A process NVML lists on a GPU: `kinds` "compute" (CUDA) and/or "graphics" (3D, e.g. the
+    app's avatar, the desktop compositor)."""
+
+    pid: int
+    kinds: tuple[str, ...]
+    used_mb: float | None  # None where the driver can't say per process (Windows WDDM)
+
+
+def _merge(nv: Any, h: Any) -> list[GpuProcess]:
+    """Compute and graphics lists of one GPU, one entry per pid (NVML reports a process's
+    memory on the device in each list it is in: the larger figure, not the sum)."""
+    seen: dict[int, GpuProcess] = {}
+    for kind, lister in (
+        ("compute", nv.nvmlDeviceGetComputeRunningProcesses),
+        ("graphics", nv.nvmlDeviceGetGraphicsRunningProcesses),
+    ):
+        for p in lister(h):
+            mb = None if p.usedGpuMemory is None else p.usedGpuMemory / 2**20
+            old = seen.get(p.pid)
+            if old is not None:
+                known = [v for v in (mb, old.used_mb) if v is not None]
+                seen[p.pid] = GpuProcess(p.pid, (*old.kinds, kind), max(known, default=None))
+            else:
+                seen[p.pid] = GpuProcess(p.pid, (kind,), mb)
+    return sorted(seen.values(), key=lambda p: -(p.used_mb or 0.0))
+
+
+def gpu_processes() -> dict[int, list[GpuProcess] | None]:
+    """The processes holding memory on each GPU now, by GPU index; None for a GPU whose lists
+    NVML can't give. Empty without an NVIDIA GPU."""
+    nv = _nvml()
+    if nv is None:
+        return {}
+    out: dict[int, list[GpuProcess] | None] = {}
+    for i in range(nv.nvmlDeviceGetCount()):
+        try:
+            out[i] = _merge(nv, nv.nvmlDeviceGetHandleByIndex(i))
+        except Exception:
+            out[i] = None
+    return out
+
+
 def process_vram_mb(pid: int) -> float | None:
     """VRAM one process holds right now, over all NVIDIA GPUs; None without one (soak checkpoints:
     NVML is a driver query, asking costs the measured process nothing)."""

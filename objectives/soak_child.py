@@ -1,10 +1,14 @@
 """The soak child: `python -m objectives.soak_child SPEC.json RESULT.json`.
 
 One long Desktop-Mate conversation in one process, the way the app holds its model for hours:
-the app's prompt format and sampling settings, a rolling history of the last turns, one reply
-after another. It records memory and latency at the checkpoint messages so the parent can spot
-growth (a leak) that a single-answer trial never shows. Spawned and watched like the trial
-child (objectives.runner.run_child): a crash or a hang can't take the caller down.
+the app's prompt format, sampling settings and warm-up, one reply after another. The history
+sent is either the app's own (the last `history_turns` interactions: `"fit": null`) or the one
+tuner.history_fit.fit_history keeps (`"fit": {"max_tokens": ..., "block": ...}`). It records
+every turn's prompt size and first-token latency, and memory at the checkpoint messages so the
+parent can spot growth (a leak) that a single-answer trial never shows. A prompt whose reply
+can't fit `n_ctx` ends the conversation there: the app would fail on it and, its history being
+persisted, on every later message. Spawned and watched like the trial child
+(objectives.runner.run_child): a crash or a hang can't take the caller down.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.measure import phase
 from objectives.nvml import process_vram_mb
+from tuner.history_fit import fit_history
 
 # What a user says to Kira over an evening; cycled. Varied lengths, as in a real chat.
 USER_MESSAGES = (
@@ -53,13 +58,19 @@ def rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / 2**20
 
 
-def _prompt(t: dict[str, str], system: str, history: deque[tuple[str, str]], message: str) -> str:
+def render(t: dict[str, str], system: str, turns: Sequence[Sequence[str]], message: str) -> str:
+    """The app's prompt (objectives.workload.Workload.render, from the spec's plain dicts)."""
     parts = [t["system"].format(text=system)]
-    for user, reply in history:
+    for user, reply in turns:
         parts.append(t["user"].format(text=user))
         parts.append(t["assistant"].format(text=reply))
     parts.append(t["user"].format(text=message))
     return "".join(parts) + t["generation_prefix"]
+
+
+def count_tokens(llm: Any, text: str) -> int:
+    """Tokens of a prompt as llama-cpp-python's completion counts them (BOS, special tags)."""
+    return len(llm.tokenize(text.encode("utf-8"), special=True))
 
 
 def context_parts(llm: Any, chat: dict[str, Any]) -> dict[str, int]:
@@ -79,7 +90,26 @@ def context_parts(llm: Any, chat: dict[str, Any]) -> dict[str, int]:
     }
 
 
-def _reply(llm: Any, prompt: str, spec: dict[str, Any]) -> tuple[str, float, float]:
+def long_reply_bias(llm: Any, stop: Sequence[str]) -> dict[int, float]:
+    """Logit biases that make every reply run to its max_tokens: no end-of-generation token,
+    and no token holding the first character of a stop string, so none can complete (the app's
+    stop strings stay in the call). Replies of a known length fill n_ctx deterministically."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    firsts = {s[0].encode("utf-8") for s in stop if s}
+    banned = float("-inf")
+    bias: dict[int, float] = {}
+    for tok in range(int(llm.n_vocab())):
+        piece = llm.detokenize([tok])
+        if llama_cpp.llama_vocab_is_eog(vocab, tok) or any(c in piece for c in firsts):
+            bias[tok] = banned
+    return bias
+
+
+def _reply(
+    llm: Any, prompt: str, spec: dict[str, Any], bias: dict[int, float] | None
+) -> tuple[str, float, float]:
     """The app's call (plain completion, its sampling and stop strings), streamed to time the
     first token; max_tokens is the soak's reply cap. Returns text, first-token s, total s."""
     chat = spec["chat"]
@@ -94,6 +124,7 @@ def _reply(llm: Any, prompt: str, spec: dict[str, Any]) -> tuple[str, float, flo
         stop=chat["stop"],
         echo=False,
         stream=True,
+        logit_bias=bias,
     )
     for chunk in stream:
         if first is None:
@@ -103,40 +134,108 @@ def _reply(llm: Any, prompt: str, spec: dict[str, Any]) -> tuple[str, float, flo
     return "".join(parts).strip(), (first or end) - t0, end - t0
 
 
+def window(
+    history: list[tuple[str, str]], spec: dict[str, Any], prompt_for: Any, count: Any, n_ctx: int
+) -> list[tuple[str, str]]:
+    """The interactions sent with the next message: the app's last `history_turns`, or, with
+    `fit`, what fit_history keeps of the last 2 x history_turns (what the app would fetch)."""
+    turns = int(spec["history_turns"])
+    fit = spec["fit"]
+    if fit is None:
+        return history[max(len(history) - turns, 0) :] if turns > 0 else []
+    recent = history[max(len(history) - 2 * turns, 0) :]
+    return fit_history(
+        recent,
+        prompt_for,
+        count,
+        n_ctx=n_ctx,
+        max_tokens=int(fit["max_tokens"]),
+        max_turns=turns,
+        block=int(fit["block"]),
+        first_index=len(history) - len(recent),
+    )
+
+
+def overflow(n_prompt: int, n_ctx: int, spec: dict[str, Any]) -> str:
+    """Why this prompt breaks the app ("" when it fits). Without the helper: the soak's reply
+    doesn't fit (llama-cpp-python refuses the prompt, or cuts the reply). With it: not even
+    the prompt without history leaves room for a max_tokens reply."""
+    fit = spec["fit"]
+    if fit is not None:
+        need = int(fit["max_tokens"])
+        if n_prompt + need <= n_ctx:
+            return ""
+        return (
+            f"even without history, the prompt's {n_prompt} tokens + max_tokens {need} "
+            f"exceed n_ctx {n_ctx}"
+        )
+    reply = int(spec["reply_tokens"])
+    if n_prompt >= n_ctx:
+        return (
+            f'prompt of {n_prompt} tokens: llama-cpp-python raises "Requested tokens '
+            f'({n_prompt}) exceed context window of {n_ctx}"'
+        )
+    if n_prompt + reply > n_ctx:
+        return (
+            f"prompt of {n_prompt} tokens + a {reply}-token reply exceed n_ctx {n_ctx}: "
+            f"llama-cpp-python cuts the reply to {n_ctx - n_prompt} tokens"
+        )
+    return ""
+
+
 def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
     chat = spec["chat"]
     n_ctx = int(llm.n_ctx())
-    history: deque[tuple[str, str]] = deque(
-        (tuple(turn) for turn in chat["history"]), maxlen=spec["history_turns"]
-    )
+    history: list[tuple[str, str]] = [(u, a) for u, a in chat["history"]]  # all, as persisted
     checkpoints = set(spec["checkpoints"])
-    llm.set_seed(int(chat["seed"]))
     out: dict[str, Any] = {
         "n_ctx": n_ctx,
         "rss_after_load_mb": rss_mb(),
         "vram_after_load_mb": process_vram_mb(os.getpid()),
         "parts": context_parts(llm, chat),
         "checkpoints": [],
+        "turns": [],
         "max_prompt_tokens": 0,
         "messages_done": 0,
-        "stopped": "",
+        "overflow": None,
     }
+    bias = long_reply_bias(llm, chat["stop"]) if spec["long_replies"] else None
+    llm("Bonjour", max_tokens=2)  # the app's warm-up after its load
+    llm.set_seed(int(chat["seed"]))
+
+    def count(text: str) -> int:
+        return count_tokens(llm, text)
+
     for i in range(1, spec["messages"] + 1):
         message = USER_MESSAGES[(i - 1) % len(USER_MESSAGES)]
-        prompt = _prompt(chat["template"], chat["system_prompt"], history, message)
-        n_prompt = len(llm.tokenize(prompt.encode("utf-8"), special=True))
+
+        def prompt_for(turns: Sequence[Sequence[str]], message: str = message) -> str:
+            return render(chat["template"], chat["system_prompt"], turns, message)
+
+        kept = window(history, spec, prompt_for, count, n_ctx)
+        prompt = prompt_for(kept)
+        n_prompt = count(prompt)
         out["max_prompt_tokens"] = max(out["max_prompt_tokens"], n_prompt)
-        if n_prompt + spec["reply_tokens"] > n_ctx:
-            # llama-cpp-python would cut the reply short or refuse the prompt: the app breaks.
-            out["stopped"] = (
-                f"message {i}: prompt of {n_prompt} tokens + a {spec['reply_tokens']}-token "
-                f"reply don't fit n_ctx {n_ctx}"
-            )
+        why = overflow(n_prompt, n_ctx, spec)
+        if why:
+            # The app fails here and, its history being persisted, on every later message.
+            out["overflow"] = {"message": i, "why": why}
             break
+        steady = len(history) >= spec["history_turns"]  # the app's window is full
         phase(f"message {i}")
-        reply, first_s, total_s = _reply(llm, prompt, spec)
+        reply, first_s, total_s = _reply(llm, prompt, spec, bias)
         history.append((message, reply))
         out["messages_done"] = i
+        out["turns"].append(
+            {
+                "message": i,
+                "kept": len(kept),
+                "prompt_tokens": n_prompt,
+                "reply_tokens": len(llm.tokenize(reply.encode("utf-8"), add_bos=False)),
+                "ttft_ms": first_s * 1000.0,
+                "steady": steady,
+            }
+        )
         if i in checkpoints:
             out["checkpoints"].append(
                 {
@@ -146,7 +245,7 @@ def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
                     "ttft_ms": first_s * 1000.0,
                     "answer_s": total_s,
                     "prompt_tokens": n_prompt,
-                    "reply_tokens": len(llm.tokenize(reply.encode("utf-8"), add_bos=False)),
+                    "reply_tokens": out["turns"][-1]["reply_tokens"],
                 }
             )
     return out

@@ -352,11 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     model = a.model or ensure_demo_model()
     info = read_gguf(model)
     workload = load_model(a.workload, Workload)
-    max_tokens = a.max_tokens or workload.max_tokens
-    spec_w = workload.spec(repeats=a.repeats)
+    max_tokens = a.max_tokens or workload.gen_tokens
+    spec_w = workload.spec(repeats=a.repeats, next_turn=not a.no_next_turn)
     spec_w["max_tokens"] = max_tokens
-    if a.no_next_turn:
-        spec_w["next_prompt"] = None
     texts = [workload.prompt()] + ([workload.next_prompt() or ""] if workload.next_turn else [])
     probe = run_probe(info.path, texts, smoke=False)
     hw = detect()
@@ -435,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": a.repeats,
             "prompt_tokens": max(probe.n_tokens),
             "max_tokens": max_tokens,
-            "max_tokens_workload": workload.max_tokens,
+            "max_tokens_workload": workload.gen_tokens,
             "next_turn": spec_w["next_prompt"] is not None,
         },
         "space": space_meta(space, fixed, a.search_space),

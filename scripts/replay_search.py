@@ -3,10 +3,10 @@
 Each replayed trial goes through the real SearchSpace.suggest (on the space record_grid.py
 resolved for the grid's machine), looks its normalized settings up in the table
 (values = [gen_tok_s, ttft_ms]) and sets the VRAM constraint a trial gets from the cell's
-measured vram_mb against --vram-budget-mb (tuner.trial_record.set_vram_constraint; a cell without
-a VRAM reading, e.g. every CPU cell, is feasible). A proposal whose settings were already tried
-costs a trial slot, as in the real study (which reuses the earlier result without measuring
-again); the replay counts those duplicates.
+measured vram_mb against --vram-budget-mb (tuner.vram_need.over_budget_mb, the study's rule;
+a cell without a VRAM reading, e.g. every CPU cell, is feasible). A proposal whose settings were
+already tried costs a trial slot, as in the real study (which reuses the earlier result without
+measuring again); the replay counts those duplicates.
 
     python scripts/replay_search.py                       # CPU grid, 20 seeds, default samplers
     python scripts/replay_search.py --seeds 10 --samplers tpe random
@@ -74,7 +74,8 @@ from tuner.search_space import (  # noqa: E402
 )
 from tuner.selection import choose_best  # noqa: E402
 from tuner.study import DIRECTIONS  # noqa: E402
-from tuner.trial_record import set_vram_constraint  # noqa: E402
+from tuner.trial_record import constraint_values, set_constraints  # noqa: E402
+from tuner.vram_need import over_budget_mb  # noqa: E402
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
 BUDGET_MB = 6144.0  # RunSettings' default VRAM budget; every CPU trial is feasible under it
@@ -223,8 +224,8 @@ class Table:
     budget_mb: float = BUDGET_MB
 
     def constraint(self, cell: Cell) -> float:
-        """vram_over_budget_mb as set_vram_constraint sets it for this cell (feasible: <= 0)."""
-        return cell.vram_mb - self.budget_mb if cell.vram_mb is not None else -self.budget_mb
+        """vram_over_budget_mb as the study sets it for this cell (feasible: <= 0)."""
+        return over_budget_mb(cell.vram_mb, self.budget_mb)
 
     def feasible(self) -> list[Cell]:
         return [c for c in self.cells.values() if c.values is not None and self.constraint(c) <= 0]
@@ -358,7 +359,8 @@ def replay(
         seen.add(key)
         if cell.values is None:
             raise TrialFailedError(key)
-        set_vram_constraint(trial, cell.vram_mb, table.budget_mb)
+        n_ctx = int(params["n_ctx"])  # the grid holds no n_ctx below the floor
+        set_constraints(trial, constraint_values(cell.vram_mb, table.budget_mb, n_ctx, n_ctx))
         return list(cell.values)
 
     study.optimize(objective, n_trials=n_trials, catch=(TrialFailedError,))

@@ -37,8 +37,9 @@ def quick_workload(tmp_path: Path) -> Path:
     """A Desktop-Mate-format workload small enough for second-long trials."""
     p = tmp_path / "workload.yaml"
     p.write_text(
-        "version: 1\n"
+        "version: 2\n"
         "system_prompt: Tu es Kira, une assistante virtuelle concise.\n"
+        "app: {turns_kept: 1, max_tokens: 64}\n"
         "history:\n"
         "  - user: Salut Kira !\n"
         '    assistant: "[joie] Salut ! Comment vas-tu ?"\n'
@@ -46,7 +47,7 @@ def quick_workload(tmp_path: Path) -> Path:
         "next_turn:\n"
         '  assistant: "[réflexion] Une nappe de synthé douce."\n'
         "  user: Et pour le niveau suivant ?\n"
-        "max_tokens: 8\n"
+        "gen_tokens: 8\n"
         "repeats: 1\n",
         encoding="utf-8",
     )

@@ -113,3 +113,26 @@ def test_bad_options(
 
 def test_export_without_a_study(chdir_tmp: Path) -> None:
     _fails_cleanly(["export"], chdir_tmp, "no study database", "dm-tune run")
+
+
+@pytest.mark.parametrize(
+    ("min_ctx", "expected"),
+    [
+        ("lots", "--min-ctx must be a number of tokens or 'worst'"),
+        ("0", "--min-ctx must be at least 1 token"),
+        ("1024", "--min-ctx 1024 is below what the app needs"),
+        ("16384", "above the model's trained context (8192 tokens)"),
+    ],
+)
+def test_bad_min_ctx(chdir_tmp: Path, demo_model: Path, min_ctx: str, expected: str) -> None:
+    """Checked against the model's own token counts, so after the probe's progress line."""
+    space = chdir_tmp / "space.yaml"  # offers 16384, so only the model's trained context refuses it
+    space.write_text("version: 1\nn_ctx: {choices: [1024, 2048, 4096, 8192, 16384]}\n")
+    args = ["run", "--model", str(demo_model), "--search-space", str(space), "--min-ctx", min_ctx]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], r.stderr
+    assert "Traceback" not in r.output
+    assert not (chdir_tmp / "studies" / "dm-tune.db").exists()
+    assert not list((chdir_tmp / "configs").glob("profiles/*.yaml"))

@@ -359,3 +359,50 @@ def test_warm_latency_can_be_the_objective(
     m = t.user_attrs["metrics"]
     assert t.values == [m["gen_tok_s"], m["warm_ttft_ms"]]
     assert m["warm_ttft_ms"] < m["ttft_ms"]  # the next turn reuses the cached prefix
+
+
+def test_the_apps_profile_is_re_measured_side_by_side_and_one_below_the_floor_never_wins(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    """The before/after figures come from one interleaved confirmation session; an app profile
+    whose n_ctx is below the context floor is measured (as the app runs it) but infeasible."""
+    from tuner.export import before_after
+    from tuner.profile import load_profile
+
+    baselines = chdir_tmp / "baselines.yaml"
+    baselines.write_text(
+        "version: 1\nprofiles:\n"
+        "  performance: {n_gpu_layers: -1, n_ctx: 512, n_batch: 128, n_threads: 2}\n"
+        "  tiny: {n_gpu_layers: -1, n_ctx: 128, n_batch: 32, n_threads: 2}\n"
+    )
+    args = _args(demo_model, quick_workload, small_space, "--trials", "5", "--seed", "3")
+    args += ["--confirm", "2", "--confirm-runs", "2", "--baselines", str(baselines)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "Context floor: n_ctx >= 256 (steady)" in r.output
+    study = _load(chdir_tmp / "studies" / "dm-tune.db")
+    trials = study.get_trials()
+    tiny = next(t for t in trials if t.user_attrs.get("baseline") == "tiny")
+    assert tiny.state == optuna.trial.TrialState.COMPLETE  # measured...
+    assert tiny.user_attrs["llama_kwargs"]["n_ctx"] == 128 == tiny.user_attrs["app_n_ctx"]
+    assert tiny.constraints["n_ctx_below_floor"] == 256 - 128  # ...and infeasible
+    assert tiny.system_attrs["constraints"][1] == 128  # the dashboard's legacy list too
+    sampled = [t for t in trials if not ({"baseline", "start"} & set(t.user_attrs))]
+    assert all(t.params["n_ctx"] >= 256 for t in sampled)  # never sampled below the floor
+    prof = load_profile(next((chdir_tmp / "configs" / "profiles").glob("*.yaml")))
+    assert prof.version == 2 and prof.conversation is not None
+    assert prof.conversation.min_ctx == 256 and prof.conversation.turns_kept == 1
+    assert all(t.llama.n_ctx >= 256 for t in prof.tiers)
+    assert tiny.number not in prof.provenance.trials
+    # before/after: the app's profile was measured in the same session, interleaved
+    ref = study.user_attrs["reference_runs"]["1"]
+    assert ref["status"] == "ok" and ref["trial"] == 0 and ref["runs"] == 2
+    order = ref["order"]
+    half = len(order) // 2
+    assert order[:half] == order[half:][::-1] and order.count(0) == 2
+    default = prof.tier(prof.default_tier)
+    assert default.measured is not None
+    ba = before_after(study, default.measured.trial)
+    assert ba is not None and ba.session == 1
+    assert list(ba.app_values) == ref["values"]
+    assert "re-measured side by side, confirmation session 1" in r.output

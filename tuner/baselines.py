@@ -82,12 +82,17 @@ def starting_trials(
     space: SearchSpace, baselines: dict[str, dict[str, Any]], starts: dict[str, dict[str, Any]]
 ) -> list[tuple[dict[str, Any], dict[str, str]]]:
     """What the study measures before sampling: the app's profiles, then dm-tune's start points
-    (skipped where they come out the same as a profile on this machine); (params, user_attrs)."""
+    (skipped where they come out the same as a profile on this machine); (params, user_attrs).
+
+    A profile keeps an n_ctx below the context floor (the study measures it as the app runs it,
+    as infeasible); a start point is raised to the floor (it is a suggestion of dm-tune's)."""
     out: list[tuple[dict[str, Any], dict[str, str]]] = []
     seen: set[str] = set()
     for kind, group in (("baseline", baselines), ("start", starts)):
         for name, profile in group.items():
             params = space.fit_baseline(dict(profile))
+            if kind == "start" and int(params["n_ctx"]) < space.machine.min_ctx:
+                params["n_ctx"] = min(space.n_ctx_choices)
             if kind == "start" and key_of(params) in seen:
                 continue
             seen.add(key_of(params))

@@ -2,16 +2,21 @@
 
 Why: Desktop-Mate ran its model on the CPU for weeks because the installed wheel had no CUDA
 support and nothing said so. doctor says so, loudly, with the command that fixes it.
+It also shows what other processes hold on each GPU now (the desktop, the app's 3D avatar) and
+suggests the --vram-budget that leaves them their share: the VRAM free now.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from objectives.nvml import GpuInfo, GpuProcess, gpu_processes
 from tuner.hardware import detect
 
 # Runs in a child so that a broken build (missing CUDA DLL, illegal instruction) can't take
@@ -25,6 +30,7 @@ print(json.dumps({
 }))
 """
 REINSTALL_FLAGS = "--force-reinstall --no-cache-dir"
+BUDGET_STEP_MB = 64  # the suggested --vram-budget is the free VRAM rounded down to this
 
 
 def probe_llama_cpp(timeout_s: float = 120) -> dict[str, Any]:
@@ -78,9 +84,63 @@ def _model_report(model: Path) -> dict[str, Any]:
     }
 
 
+def process_name(pid: int) -> str:
+    import psutil
+
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:  # gone, another user's, or outside this container
+        return "unknown"
+
+
+def vram_report(
+    gpus: Sequence[GpuInfo],
+    processes: Mapping[int, list[GpuProcess] | None],
+    *,
+    own_pid: int,
+    name_of: Callable[[int], str] = process_name,
+) -> dict[str, Any]:
+    """Who holds VRAM on each GPU now, and the --vram-budget that leaves them their share.
+
+    The budget is the free VRAM over all GPUs (llama.cpp spreads layers over every visible GPU,
+    and dm-tune measures over all of them), rounded down to BUDGET_STEP_MB. Per-process figures
+    are listed only where the driver gives them all (Windows WDDM gives none)."""
+    out = []
+    for g in gpus:
+        procs = processes.get(g.index)
+        listed = None
+        if procs is not None:
+            listed = [
+                {
+                    "pid": p.pid,
+                    "name": name_of(p.pid),
+                    "kinds": list(p.kinds),
+                    "used_mb": None if p.used_mb is None else round(p.used_mb, 1),
+                }
+                for p in procs
+                if p.pid != own_pid
+            ]
+        out.append(
+            {
+                "index": g.index,
+                "name": g.name,
+                "total_mb": round(g.total_mb, 1),
+                "used_mb": round(g.used_mb, 1),
+                "free_mb": round(g.free_mb, 1),
+                "per_process": listed is not None and all(p["used_mb"] is not None for p in listed),
+                "processes": listed,
+            }
+        )
+    free = sum(g.free_mb for g in gpus)
+    suggested = int(free // BUDGET_STEP_MB * BUDGET_STEP_MB) if gpus else None
+    return {"gpus": out, "suggested_vram_budget_mb": suggested}
+
+
 def collect(model: Path | None) -> dict[str, Any]:
     """Everything doctor knows, as plain JSON-able data (the --json output)."""
     hw = detect()
+    # read with the GPUs' memory, before the llama_cpp probe child could hold any VRAM
+    vram = vram_report(hw.gpus, gpu_processes(), own_pid=os.getpid())
     llama = probe_llama_cpp()
     nvidia = bool(hw.gpus)  # NVML lists NVIDIA GPUs only
     warnings: list[str] = []
@@ -96,6 +156,7 @@ def collect(model: Path | None) -> dict[str, Any]:
     report: dict[str, Any] = {
         "hardware": hw.to_dict(),
         "llama_cpp": llama,
+        "vram": vram,
         "warnings": warnings,
         "fix": fix,
     }
@@ -118,6 +179,40 @@ def _render_model(m: dict[str, Any]) -> list[str]:
             f"(weights {p['weights_mb']:.0f} + KV {p['kv_mb']:.0f} + compute "
             f"{p['compute_mb']:.0f}, plus the CUDA context)"
         )
+    return lines
+
+
+def _render_vram(v: dict[str, Any], windows: bool) -> list[str]:
+    lines = []
+    for g in v["gpus"]:
+        lines.append(
+            f"VRAM {g['index']}  now: {g['total_mb']:.0f} MiB total, {g['used_mb']:.0f} MiB used, "
+            f"{g['free_mb']:.0f} MiB free"
+        )
+        procs = g["processes"]
+        if not g["per_process"]:
+            lines.append(
+                "  per-process figures unavailable (Windows WDDM does not report them): "
+                "only used/free are shown"
+            )
+        elif procs:
+            lines.append("  held by other processes:")
+            for p in procs:
+                lines.append(
+                    f"    pid {p['pid']:>7}  {p['used_mb']:>6.0f} MiB  "
+                    f"{'+'.join(p['kinds']):<16}  {p['name']}"
+                )
+        else:
+            wddm = " (under Windows WDDM NVML may not list them)" if windows else ""
+            lines.append(f"  no other process listed{wddm}")
+    budget = v["suggested_vram_budget_mb"]
+    if budget is not None:
+        lines += [
+            f"Suggested --vram-budget {budget}MB: the VRAM free now, next to the desktop and "
+            f"whatever else runs, rounded down to {BUDGET_STEP_MB} MB.",
+            "  Measure it with the app's avatar started first (and what you keep open) but no "
+            "model loaded: the budget is the room left for the model.",
+        ]
     return lines
 
 
@@ -149,6 +244,8 @@ def render(report: dict[str, Any]) -> str:
             f"GPU {g['index']}   {g['name']}: {g['total_mb']:.0f} MiB total, "
             f"{g['free_mb']:.0f} MiB free, driver {g['driver']}{bw}"
         )
+    if report.get("vram"):
+        lines += _render_vram(report["vram"], str(hw["os"]).startswith("Windows"))
     if llama.get("ok"):
         offload = "yes" if llama["gpu_offload"] else "NO (CPU-only build)"
         lines.append(f"llama-cpp-python {llama['version']}: GPU offload {offload}")

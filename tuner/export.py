@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from tuner.confirm import Remeasure, apply_confirmations, confirm_trials
+from tuner.confirm import (
+    REFERENCE,
+    Remeasure,
+    apply_confirmations,
+    confirm_trials,
+    reference_trial,
+)
 from tuner.errors import UserError
 from tuner.profile import Profile, ProfileError, write_profile
 from tuner.profile_build import build_profile
 from tuner.progress import describe_settings
 
 Echo = Callable[[str], None]
+MAX_CONFIRM_ROUNDS = 3
 
 
 def _provenance(study: optuna.Study, storage: str) -> dict[str, Any]:
@@ -30,23 +38,66 @@ def _provenance(study: optuna.Study, storage: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class BeforeAfter:
+    """The exported default tier against the app's own profile, and where both figures come
+    from: one interleaved confirmation session (`session`), or the study's figures (None)."""
+
+    app_trial: int
+    app_values: tuple[float, float]  # tok/s, first-token latency (the study's objective)
+    tier_values: tuple[float, float]
+    session: int | None
+
+    @property
+    def tok_s_pct(self) -> float:
+        return (self.tier_values[0] / self.app_values[0] - 1) * 100
+
+    @property
+    def latency_pct(self) -> float:
+        return (self.tier_values[1] / self.app_values[1] - 1) * 100
+
+
+def before_after(study: optuna.Study, tier_trial: int) -> BeforeAfter | None:
+    """The default tier (trial `tier_trial`) vs the app's "performance" profile: the figures of
+    the confirmation session that measured both side by side when there is one."""
+    ref = reference_trial(study.get_trials(deepcopy=False))
+    if ref is None or ref.values is None:
+        return None
+    mine = study.user_attrs.get("confirmed", {}).get(str(tier_trial), {})
+    runs = study.user_attrs.get("reference_runs", {})
+    session = mine.get("session")
+    app = runs.get(str(session)) if session is not None else None
+    if mine.get("status") == "ok" and app is not None and app.get("status") == "ok":
+        return BeforeAfter(ref.number, _pair(app["values"]), _pair(mine["values"]), int(session))
+    tier = study.trials[tier_trial]
+    if tier.values is None:
+        return None
+    return BeforeAfter(ref.number, _pair(ref.values), _pair(tier.values), None)
+
+
+def _pair(values: list[float]) -> tuple[float, float]:
+    return float(values[0]), float(values[1])
+
+
 def _compare_to_baseline(study: optuna.Study, tier: Any, echo: Echo) -> None:
     """Default tier vs Desktop-Mate's own "performance" profile measured in the same study."""
-    ref = next((t for t in study.trials if t.user_attrs.get("baseline") == "performance"), None)
-    if ref is None or tier.measured is None:
+    if tier.measured is None:
         return
-    c = study.user_attrs.get("confirmed", {}).get(str(ref.number), {})
-    values = c.get("values") or ref.values
-    if not values or ref.state.name != "COMPLETE":
-        echo(f"  Desktop-Mate's performance profile (trial {ref.number}) did not run here.")
+    ba = before_after(study, tier.measured.trial)
+    if ba is None:
+        ref = next((t for t in study.trials if t.user_attrs.get("baseline") == REFERENCE), None)
+        if ref is not None:
+            echo(f"  Desktop-Mate's {REFERENCE} profile (trial {ref.number}) did not run here.")
         return
-    tps, lat = tier.measured.gen_tok_s.median, tier.measured.ttft_ms.median
-    if study.user_attrs["settings"].get("latency") == "warm" and tier.measured.warm_ttft_ms:
-        lat = tier.measured.warm_ttft_ms.median
+    where = (
+        f"both re-measured side by side, confirmation session {ba.session}"
+        if ba.session is not None
+        else "study figures, not re-measured side by side"
+    )
     echo(
-        f"  vs Desktop-Mate's performance profile (trial {ref.number}: {values[0]:.1f} tok/s, "
-        f"{values[1]:.0f} ms): {(tps / values[0] - 1) * 100:+.1f} % tok/s, "
-        f"{(lat / values[1] - 1) * 100:+.1f} % first-token latency"
+        f"  vs Desktop-Mate's {REFERENCE} profile (trial {ba.app_trial}: {ba.app_values[0]:.1f} "
+        f"tok/s, {ba.app_values[1]:.0f} ms; {where}): {ba.tok_s_pct:+.1f} % tok/s, "
+        f"{ba.latency_pct:+.1f} % first-token latency"
     )
 
 
@@ -86,19 +137,24 @@ def export_profile(
                 budget_mb=float(attrs["settings"]["vram_budget_mb"]),
                 prefer=prefer,
                 gpu_present=gpu_present,
+                conversation=attrs.get("context_floor"),
             )
         except ProfileError as exc:
             raise UserError(str(exc)) from None
 
     profile = build()
-    if remeasure is not None:
+    # A confirmed figure can move a tier onto another trial: confirm that one too, until every
+    # tier stands on confirmed figures (a few rounds at most: each confirms new trials only).
+    for _ in range(MAX_CONFIRM_ROUNDS if remeasure is not None else 0):
+        assert remeasure is not None
         done = study.user_attrs.get("confirmed", {})
         numbers = {t.measured.trial for t in profile.tiers if t.measured is not None}
         todo = [study.trials[n] for n in sorted(numbers) if str(n) not in done]
-        if todo:
-            echo(f"Confirming the tiers' settings ({len(todo)} more):")
-            confirm_trials(study, todo, remeasure, echo)
-            profile = build()
+        if not todo:
+            break
+        echo(f"Confirming the tiers' settings ({len(todo)} more):")
+        confirm_trials(study, todo, remeasure, echo)
+        profile = build()
     path = output or out_dir / f"{study.study_name}.yaml"
     try:
         write_profile(path, profile)
@@ -106,6 +162,14 @@ def export_profile(
         raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
     default = profile.tier(profile.default_tier)
     echo(f"Profile written: {path}")
+    if profile.conversation is not None:
+        c = profile.conversation
+        echo(
+            f"  context floor: n_ctx >= {c.min_ctx} in every tier ({c.min_ctx_rule}: the app's "
+            f"steady-state turn needs {c.steady_state_tokens} tokens with its {c.turns_kept} "
+            f"interactions and a {c.max_tokens}-token reply; every reply at {c.max_tokens}: "
+            f"{c.worst_case_tokens})"
+        )
     for tier in profile.tiers:
         mark = " (default)" if tier.name == profile.default_tier else ""
         meas = tier.measured

@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from objectives.nvml import list_gpus
 from objectives.workload import Workload
 from tuner.baselines import check_start_knobs, load_baselines, load_starts
+from tuner.context_floor import ContextFloor, parse_min_ctx, resolve_floor
 from tuner.demo_model import ensure_demo_model
 from tuner.errors import UserError
 from tuner.gguf_info import GGUFInfo, read_gguf
@@ -20,6 +22,7 @@ from tuner.selection import PREFER_CHOICES
 from tuner.settings import RunSettings
 from tuner.storage import CheckedStorage, check_storage
 from tuner.vram_guard import VramGuard
+from tuner.vram_need import free_vram_need_mb
 from tuner.vram_predict import predict_min_vram, predict_vram
 from tuner.yaml_io import load_model
 
@@ -39,6 +42,7 @@ class Context:
     probe: Probe
     storage: CheckedStorage
     study_name: str
+    floor: ContextFloor
     vram_guard: VramGuard | None = None  # set where trials can use an NVIDIA GPU
 
     @property
@@ -46,8 +50,20 @@ class Context:
         """Trials can put work on an NVIDIA GPU (one is present and the build offloads)."""
         return bool(self.hardware.gpus) and self.probe.gpu_offload
 
-    def workload_spec(self) -> dict[str, Any]:
-        return self.workload.spec(self.settings.repeats)
+    def workload_spec(self, n_ctx: int | None = None) -> dict[str, Any]:
+        """What a trial child measures. A profile whose `n_ctx` is below the floor (one of the
+        app's own, measured for the before/after table) gets the steady-state turn with only
+        the last interactions that fit: the app itself would fail on the full one."""
+        turns = None
+        if n_ctx is not None and n_ctx < self.floor.min_ctx:
+            turns = max(0, self.floor.turns_that_fit(n_ctx, self.workload.gen_tokens))
+        return self.workload.spec(
+            self.settings.repeats, turns=turns, next_turn=self.settings.latency == "warm"
+        )
+
+    def confirm_spec(self) -> dict[str, Any]:
+        """The confirmation runs' workload: also the app's next turn and the early turn."""
+        return self.workload.spec(self.settings.repeats, next_turn=True, early_turn=True)
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change for a study to be resumed: results stay comparable."""
@@ -62,6 +78,7 @@ class Context:
             "model_sha256": self.model_sha256,
             "vram_budget_mb": self.settings.vram_budget_mb,
             "latency": self.settings.latency,
+            "min_ctx": self.floor.min_ctx,
             "workload_digest": _digest(self.workload_spec()),
             "space_digest": _digest(space),
         }
@@ -86,6 +103,7 @@ def _check_options(s: RunSettings) -> None:
         raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
     if s.vram_budget_mb <= 0:
         raise UserError("--vram-budget must be above zero")
+    parse_min_ctx(s.min_ctx)
 
 
 def prepare(s: RunSettings, echo: Any = print) -> Context:
@@ -99,16 +117,16 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
     storage = check_storage(s.storage)
     model_path = s.model if s.model is not None else ensure_demo_model()
     info = read_gguf(model_path)
-    texts = [workload.prompt()] + ([workload.next_prompt() or ""] if workload.next_turn else [])
+    texts = _probe_texts(workload)
     echo(f"Checking llama-cpp-python on {info.path.name} ...")
     probe = run_probe(info.path, texts, argv=list(s.child_argv) if s.child_argv else None)
     hardware = detect()
-    min_ctx = max(probe.n_tokens) + workload.max_tokens
+    floor = _floor(s, workload, probe, space_cfg.n_ctx.choices, info.context_length)
     machine = Machine(
         logical_cores=hardware.logical_cores,
         layers=info.offloadable_layers,
         gpu_offload=probe.gpu_offload,
-        min_ctx=min_ctx,
+        min_ctx=floor.min_ctx,
         trained_ctx=info.context_length,
     )
     space = resolve(space_cfg, machine)
@@ -123,6 +141,14 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
     guard = None
     if hardware.gpus and probe.gpu_offload:
         guard = _vram_guard(info, probe, space, s.vram_budget_mb)
+        free = sum(g.free_mb for g in list_gpus())
+        if free and s.vram_budget_mb > free:
+            echo(
+                f"note: --vram-budget {s.vram_budget_mb:.0f} MB is more than the {free:.0f} MB "
+                "free on this machine's GPU now; if this is the app's machine, its default tier "
+                f"won't be selectable here: tune with --vram-budget {int(free) // 64 * 64}MB "
+                "(with the app's avatar running; docs/desktop-mate.md)"
+            )
     sha = sha256_cached(info.path)
     name = s.study_name or slugify(f"{info.path.stem}-{hardware.slug()}", max_len=96)
     return Context(
@@ -137,8 +163,42 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
         probe=probe,
         storage=storage,
         study_name=name,
+        floor=floor,
         vram_guard=guard,
     )
+
+
+def _probe_texts(w: Workload) -> list[str]:
+    """What the probe tokenizes, in this order: the measured prompt, the next turn's, the
+    early turn's, the worst-case skeleton, then the measured prompt with 0..turns_kept
+    interactions (a profile below the floor carries as many as fit)."""
+    head = [w.prompt(), w.next_prompt() or "", w.early_prompt() or "", w.worst_case_skeleton()]
+    return head + [w.prompt(k) for k in range(w.app.turns_kept + 1)]
+
+
+def _floor(
+    s: RunSettings, w: Workload, probe: Probe, choices: tuple[int, ...], trained: int | None
+) -> ContextFloor:
+    n = probe.n_tokens  # in _probe_texts' order
+    steady_prompt = max(n[0], n[1] if w.next_turn else 0)
+    longest_measured = max(n[0], n[1], n[2]) + w.gen_tokens
+    floor = resolve_floor(
+        parse_min_ctx(s.min_ctx),
+        turns_kept=w.app.turns_kept,
+        max_tokens=w.app.max_tokens,
+        steady_prompt_tokens=steady_prompt,
+        worst_skeleton_tokens=n[3],
+        prompt_tokens_by_turns=n[4:],
+        choices=choices,
+        trained_ctx=trained,
+    )
+    if longest_measured > floor.min_ctx:  # gen_tokens above the app's max_tokens
+        raise UserError(
+            f"the workload generates {w.gen_tokens} tokens per answer, more than fits the context "
+            f"floor {floor.min_ctx} after its {max(n[0], n[1], n[2])}-token prompt; lower "
+            "gen_tokens in the workload"
+        )
+    return floor
 
 
 def _vram_guard(info: GGUFInfo, probe: Probe, space: SearchSpace, budget_mb: float) -> VramGuard:
@@ -146,10 +206,12 @@ def _vram_guard(info: GGUFInfo, probe: Probe, space: SearchSpace, budget_mb: flo
     base = predict_vram(info, SMOKE_PARAMS, 0.0).total_mb
     overhead = max(0.0, (probe.smoke_vram_mb or 0.0) - base)
     least = predict_min_vram(info, space.n_ctx_choices, overhead)
-    if least.total_mb > budget_mb:
+    need = free_vram_need_mb(least.total_mb)
+    if need > budget_mb:
         raise UserError(
             f"no setting fits a VRAM budget of {budget_mb:.0f} MB: with no layer on the GPU this "
-            f"build still needs about {least.total_mb:.0f} MB (measured CUDA context and buffers); "
-            "raise --vram-budget, or install a CPU-only llama-cpp-python to tune CPU settings"
+            f"build still uses about {least.total_mb:.0f} MB (measured CUDA context and buffers), "
+            f"so its profile tier would ask for {need:.0f} MB free; raise --vram-budget, or "
+            "install a CPU-only llama-cpp-python to tune CPU settings"
         )
     return VramGuard(info=info, budget_mb=budget_mb, overhead_mb=overhead)

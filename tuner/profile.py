@@ -5,8 +5,10 @@ The app imports this module at start-up, so it must stay light: it imports neith
 plotly (tests/tuner/test_profile.py checks it in a fresh interpreter). Building a profile from
 a study lives in tuner/profile_build.py.
 
-File format (YAML, `version: 1`): the model it was measured with (name, size, sha256), how it was
-made (`provenance`), which knobs change answers (`quality_affecting`), and `tiers` ordered by
+File format (YAML, `version: 2`; version 1 files are still read): the model it was measured with
+(name, size, sha256), how it was made (`provenance`), the conversation it was tuned for
+(`conversation`, version 2: the context floor and its token counts), which knobs change answers
+(`quality_affecting`), and `tiers` ordered by
 decreasing `min_vram_free_mb`, the last one always the CPU tier (`n_gpu_layers: 0`,
 `min_vram_free_mb: 0`). Unknown keys and wrong types are rejected: a typo such as `n_gpu_layer`
 must fail loudly, not silently fall back to llama.cpp's defaults.
@@ -24,10 +26,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from objectives.nvml import list_gpus
+from tuner.history_fit import fit_history as fit_history
 from tuner.model_file import sha256_cached
 from tuner.yaml_io import write_atomic
 
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 Prefer = Literal["throughput", "latency", "balanced"]
 
 
@@ -64,6 +68,24 @@ class Provenance(_Strict):
     prefer: Prefer
 
 
+class Conversation(_Strict):
+    """The app's conversation the tiers were tuned for, and the context floor it sets.
+
+    Every tier's `n_ctx` is at least `min_ctx`: the app's steady-state turn (system prompt, the
+    last `turns_kept` interactions, the new message) plus a `max_tokens` reply fits it."""
+
+    turns_kept: int = Field(ge=1)
+    max_tokens: int = Field(ge=1)
+    steady_state_tokens: int = Field(ge=1)  # the longest steady-state turn + max_tokens
+    worst_case_tokens: int = Field(ge=1)  # every kept reply max_tokens long, + max_tokens
+    min_ctx: int = Field(ge=1)
+    min_ctx_rule: Literal["steady", "worst", "user"]
+
+
+# The keys Desktop-Mate passes to Llama(...) (src/ai/config.py); the rest of a tier is dropped.
+APP_KEYS = ("n_gpu_layers", "n_ctx", "n_batch", "n_threads", "use_mlock")
+
+
 class LlamaKeys(_Strict):
     """Keyword arguments for llama_cpp.Llama(...), exactly as it expects them (KV types as ints)."""
 
@@ -83,6 +105,10 @@ class LlamaKeys(_Strict):
     def kwargs(self) -> dict[str, Any]:
         """Only the keys that are set: the others keep llama-cpp-python's defaults."""
         return self.model_dump(exclude_none=True)
+
+    def beyond_app_keys(self) -> list[str]:
+        """Keys set here that an app passing only APP_KEYS to Llama(...) would drop."""
+        return [k for k in self.kwargs() if k not in APP_KEYS]
 
 
 class Stat(_Strict):
@@ -118,11 +144,22 @@ class Tier(_Strict):
     recommended_for: str
     note: str = ""
 
+    def app_keys_warning(self) -> str | None:
+        """A warning when the app's five-key loader would drop some of this tier's settings."""
+        extra = self.llama.beyond_app_keys()
+        if not extra:
+            return None
+        return (
+            f"tier {self.name} sets {', '.join(extra)}: Desktop-Mate passes only "
+            f"{', '.join(APP_KEYS)} to Llama(...); pass the whole tier (docs/desktop-mate.md)"
+        )
+
 
 class Profile(_Strict):
-    version: Literal[1]
+    version: Literal[1, 2]
     model: ModelRef
     provenance: Provenance
+    conversation: Conversation | None = None  # version 2
     default_tier: str
     quality_affecting: list[str] = Field(default_factory=list)
     tiers: list[Tier] = Field(min_length=1)
@@ -145,6 +182,16 @@ class Profile(_Strict):
         unknown = [k for k in self.quality_affecting if k not in LlamaKeys.model_fields]
         if unknown:
             raise ValueError(f"quality_affecting names an unknown knob {unknown[0]!r}")
+        if self.version >= 2 and self.conversation is None:
+            raise ValueError("a version 2 profile needs its 'conversation' (the context floor)")
+        if self.conversation is not None:
+            floor = self.conversation.min_ctx
+            low = [t.name for t in self.tiers if t.llama.n_ctx < floor]
+            if low:
+                raise ValueError(
+                    f"tier {low[0]!r} has n_ctx below the profile's context floor ({floor}): "
+                    "the app's conversation would overflow it"
+                )
         return self
 
     def tier(self, name: str) -> Tier:
@@ -199,10 +246,10 @@ def load_profile(path: Path | str) -> Profile:
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping of keys at the top level (a profile)")
     version = data.get("version")
-    if version != PROFILE_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ProfileError(
-            f"{path}: profile version {version!r} is not supported (this dm-tune reads version "
-            f"{PROFILE_VERSION}); regenerate it with `dm-tune export`"
+            f"{path}: profile version {version!r} is not supported (this dm-tune reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}); regenerate it with `dm-tune export`"
         )
     try:
         return Profile.model_validate(data)
@@ -307,6 +354,8 @@ def _header(profile: Profile) -> str:
 
 def profile_to_yaml(profile: Profile) -> str:
     data = profile.model_dump(mode="json")
+    if data.get("conversation") is None:
+        data.pop("conversation", None)
     for tier in data["tiers"]:
         tier["llama"] = {k: v for k, v in tier["llama"].items() if v is not None}
         if not tier["note"]:

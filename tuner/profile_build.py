@@ -1,21 +1,26 @@
 """Turn a finished study's trials into the tiered profile Desktop-Mate loads.
 
 Tiers (names match Desktop-Mate's GPU_PROFILES, so `"gpu_profile": "performance"` keeps a meaning):
-- one GPU tier per fraction of the VRAM budget (default 100 %, 75 %, 50 %): the trial that
-  tuner.selection.choose_best picks among the feasible trials whose measured VRAM fits under
-  budget x fraction *and* asking for less free VRAM than the tier above (a trial needing as
-  much as the tier above adds nothing: that tier already serves every machine it would).
-  Trials without a VRAM reading can't be placed and are left out of GPU tiers. A tier whose
-  pick runs no layer on the GPU is dropped: the CPU tier covers it.
-- `min_vram_free_mb` = measured VRAM x 1.05 + 256 MB. The margin covers run-to-run variation of
-  llama.cpp's compute buffers and the CUDA context of a fresh process, and leaves the desktop
-  (compositor, browser) a little room so the app does not push them out of VRAM.
+- one VRAM rule from study to selector (tuner/vram_need.py): a setting whose measured peak is P
+  asks for `min_vram_free_mb` = P + VRAM_MARGIN_MB free (rounded up). The study's constraint is
+  the same need against the budget, so a feasible trial is exactly one whose tier the app's
+  selector takes with the budget free. P is the confirmed peak where the trial was re-measured
+  in fresh processes (the max over them, `vram_mb_runs`); when those peaks spread by more than
+  half the margin, the tier gets a `note` that the margin may be too small on this machine.
+- one GPU tier per fraction f of the VRAM budget (default 100 %, 75 %, 50 %; f <= 1): the trial
+  that tuner.selection.choose_best picks among the feasible trials whose *need* is at most
+  budget x f *and* less than the tier above's (a trial needing as much as the tier above adds
+  nothing: that tier already serves every machine it would). So the default tier's need is
+  never above the budget. Trials without a VRAM reading can't be placed and are left out of GPU
+  tiers. A tier whose pick runs no layer on the GPU is dropped: the CPU tier covers it.
 - the CPU tier (always last, `min_vram_free_mb: 0`): the best trial with `n_gpu_layers == 0`
   (on a machine without an NVIDIA GPU every trial ran on the CPU, so all are candidates). On a GPU
   machine where no such trial was measured, it reuses the default tier's settings with
   `n_gpu_layers: 0`, `measured: null` and a note saying so.
 - tiers whose settings equal a higher tier's are dropped; the default tier is the full-budget one
   (the CPU tier when no GPU tier remains).
+- with the app's `conversation` (its context floor) the profile is `version: 2`; without it
+  (a study made before the floor was recorded) `version: 1`.
 """
 
 from __future__ import annotations
@@ -41,17 +46,11 @@ from tuner.profile import (
     Tier,
 )
 from tuner.selection import PREFER_CHOICES, candidates, choose_best
+from tuner.vram_need import VRAM_MARGIN_MB, free_vram_need_mb
 
-MARGIN_FRACTION = 0.05
-MARGIN_MB = 256.0
 CPU_TIER = "cpu_fallback"
 _NAMES = {1.0: "performance", 0.75: "balanced", 0.5: "low_vram"}
 _KV_KNOBS = ("type_k", "type_v")
-
-
-def min_free_mb(vram_mb: float) -> float:
-    """Free VRAM a tier asks for: its measured peak plus the safety margin (module docstring)."""
-    return round(vram_mb * (1 + MARGIN_FRACTION) + MARGIN_MB)
 
 
 def tier_name(fraction: float) -> str:
@@ -63,9 +62,22 @@ def _metrics(t: FrozenTrial) -> dict[str, Any]:
     return m if isinstance(m, dict) else {}
 
 
+def _vram_runs(t: FrozenTrial) -> list[float]:
+    """Per-process peaks of the fresh processes that confirmed `t` (empty when not confirmed)."""
+    return [float(v) for v in _metrics(t).get("vram_mb_runs") or []]
+
+
 def _vram(t: FrozenTrial) -> float | None:
+    """The peak a tier is built on: the confirmed one (max over the fresh processes) if any."""
     v = _metrics(t).get("vram_mb")
-    return float(v) if v is not None else None
+    peaks = [float(v)] if v is not None else []
+    return max([*peaks, *_vram_runs(t)], default=None)
+
+
+def _need(t: FrozenTrial) -> float | None:
+    """Free VRAM the trial's tier would ask for; None without a VRAM reading."""
+    v = _vram(t)
+    return None if v is None else free_vram_need_mb(v)
 
 
 def _settings(t: FrozenTrial) -> dict[str, Any]:
@@ -120,22 +132,37 @@ def _gb(mb: float) -> str:
     return f"{mb / 1024:.1f} GB"
 
 
+def _spread_note(t: FrozenTrial) -> str:
+    """A warning when fresh processes' peaks differ by more than half the margin."""
+    runs = _vram_runs(t)
+    spread = max(runs) - min(runs) if len(runs) > 1 else 0.0
+    if spread <= VRAM_MARGIN_MB / 2:
+        return ""
+    return (
+        f"the VRAM peaks of the {len(runs)} processes that confirmed this tier spread by "
+        f"{spread:.0f} MB, more than half the {VRAM_MARGIN_MB:.0f} MB margin: the margin may be "
+        "too small on this machine; check the tier with `dm-tune verify`"
+    )
+
+
 def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer: str) -> Tier:
     measured = _measured(t)
     vram = measured.vram_mb or 0.0
-    need = min_free_mb(vram)
+    need = free_vram_need_mb(vram)
     return Tier(
         name=name,
         min_vram_free_mb=need,
         llama=_llama_keys(t),
         measured=measured,
         description=(
-            f"best by the '{prefer}' rule within {cap_mb:.0f} MB of VRAM (trial {t.number}: "
-            f"{measured.gen_tok_s.median:.1f} tok/s, first token {measured.ttft_ms.median:.0f} ms)"
+            f"best by the '{prefer}' rule needing at most {cap_mb:.0f} MB of free VRAM (trial "
+            f"{t.number}: {measured.gen_tok_s.median:.1f} tok/s, first token "
+            f"{measured.ttft_ms.median:.0f} ms)"
         ),
         vram_estimate=_gb(vram),
         speed_estimate=f"~{measured.gen_tok_s.median:.0f} tok/s",
         recommended_for=f"{gpu or 'an NVIDIA GPU'} with at least {_gb(need)} of free VRAM",
+        note=_spread_note(t),
     )
 
 
@@ -187,14 +214,22 @@ def build_profile(
     gpu_present: bool,
     tier_fractions: Sequence[float] = (1.0, 0.75, 0.5),
     confirmed: set[int] | None = None,
+    conversation: dict[str, Any] | None = None,
 ) -> Profile:
     """The profile for `trials` (see the module docstring for the rule).
 
     `provenance` holds gpu, driver, cpu, llama_cpp_version, study and storage; the trial numbers,
-    budget, prefer rule, creation time and dm-tune version are filled in here.
+    budget, prefer rule, creation time and dm-tune version are filled in here. `trials` carry
+    the confirmed metrics where re-measured (tuner.confirm.apply_confirmations); `conversation`
+    is the app's conversation and context floor (tuner.profile.Conversation), None for a study
+    made without one.
     """
     if prefer not in PREFER_CHOICES:
         raise ProfileError(f"prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
+    if not all(0 < f <= 1 for f in tier_fractions):
+        raise ProfileError(
+            "tier fractions must be in (0, 1]: no tier may need more than the budget"
+        )
     cands = [
         t for t in candidates(trials) if "gen_tok_s" in _metrics(t) and "ttft_ms" in _metrics(t)
     ]
@@ -202,14 +237,14 @@ def build_profile(
     tiers: list[Tier] = []
     if gpu_present:
         above: float | None = None  # free VRAM the tier above asks for
-        for fraction in sorted(tier_fractions, reverse=True):
+        for fraction in sorted(set(tier_fractions), reverse=True):
             cap = budget_mb * fraction
             pool = [
                 t
                 for t in cands
-                if (v := _vram(t)) is not None
-                and v <= cap
-                and (above is None or min_free_mb(v) < above)
+                if (need := _need(t)) is not None
+                and need <= cap
+                and (above is None or need < above)
             ]
             if confirmed and above is None:  # the default tier: only re-measured winners
                 pool = [t for t in pool if t.number in confirmed] or pool
@@ -246,9 +281,10 @@ def build_profile(
         "prefer": prefer,
     }
     data = {
-        "version": 1,
+        "version": 1 if conversation is None else 2,
         "model": model,
         "provenance": prov,
+        "conversation": conversation,
         "default_tier": tiers[0].name,
         "quality_affecting": _quality_affecting(tiers),
         "tiers": tiers,

@@ -8,7 +8,9 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.context_floor import ContextFloor
 from tuner.selection import choose_best, pareto_front
+from tuner.trial_record import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
 
 COLUMNS = ("trial", "role", "ngl", "n_ctx", "batch", "thr", "mlock", "tok/s", "TTFT ms", "VRAM MB")
 
@@ -79,7 +81,39 @@ def render_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def render_summary(trials: Sequence[FrozenTrial], prefer: str) -> str:
+def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]:
+    """The context floor, its token counts, and what it cost: the best tok/s at the floor vs the
+    best measured below it (the app's own profiles below the floor, measured as infeasible)."""
+    lines = [
+        f"Context floor: n_ctx >= {floor.min_ctx} ({floor.min_ctx_rule}). The app's "
+        f"steady-state turn ({floor.turns_kept} interactions + a {floor.max_tokens}-token reply) "
+        f"needs {floor.steady_state_tokens} tokens; with every reply at {floor.max_tokens} "
+        f"tokens, {floor.worst_case_tokens}."
+    ]
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    below = [
+        t
+        for t in done
+        if t.constraints.get(CTX_CONSTRAINT_KEY, 0.0) > 0
+        and t.constraints.get(CONSTRAINT_KEY, 0.0) <= 0
+    ]
+    at = [t for t in done if all(v <= 0 for v in t.constraints.values())]
+    if below and at:
+        b = max(below, key=lambda t: t.values[0])
+        a = max(at, key=lambda t: t.values[0])
+        n_ctx = (b.user_attrs.get("llama_kwargs") or {}).get("n_ctx")
+        turns = (b.user_attrs.get("metrics") or {}).get("history_turns")
+        lines.append(
+            f"What the floor cost: best {a.values[0]:.1f} tok/s at the floor (#{a.number}) vs "
+            f"{b.values[0]:.1f} tok/s below it (#{b.number}, n_ctx {n_ctx}, measured with "
+            f"{turns} of {floor.turns_kept} interactions: it would overflow in the app)."
+        )
+    return lines
+
+
+def render_summary(
+    trials: Sequence[FrozenTrial], prefer: str, floor: ContextFloor | None = None
+) -> str:
     counts: dict[str, int] = {}
     for t in trials:
         st = t.user_attrs.get("status", t.state.name.lower())
@@ -89,6 +123,8 @@ def render_summary(trials: Sequence[FrozenTrial], prefer: str) -> str:
     if not rows:
         return head + "\nNo trial finished."
     out = [head, render_table(rows)]
+    if floor is not None:
+        out.extend(floor_lines(trials, floor))
     best, ref = rows[0], rows[1] if len(rows) > 1 else None
     if ref is not None and best.tok_s and ref.tok_s and best.ttft_ms and ref.ttft_ms:
         out.append(

@@ -94,7 +94,7 @@ class Machine:
     logical_cores: int
     layers: int  # offloadable layers = block_count + 1
     gpu_offload: bool
-    min_ctx: int  # prompt + generated tokens of the workload
+    min_ctx: int  # the context floor (tuner/context_floor.py): no n_ctx below it is sampled
     trained_ctx: int | None = None
 
 
@@ -184,7 +184,9 @@ class SearchSpace:
         p["n_batch"] = _nearest(int(p["n_batch"]), self.config.n_batch.choices)
         ctx = int(p["n_ctx"])
         fits = [c for c in self.n_ctx_choices if c >= ctx]
-        p["n_ctx"] = min(fits) if fits else max(self.n_ctx_choices)
+        if ctx >= self.machine.min_ctx or not fits:
+            p["n_ctx"] = min(fits) if fits else max(self.n_ctx_choices)
+        # else: below the context floor, kept as the app runs it (measured, never feasible)
         if "use_mlock" in p and not self.config.use_mlock.enabled:
             p.pop("use_mlock")
         if not self.flash_attn_searched():
@@ -217,13 +219,14 @@ def resolve(config: SearchSpaceConfig, machine: Machine) -> SearchSpace:
     usable = tuple(c for c in choices if c >= machine.min_ctx)
     if not usable:
         raise UserError(
-            f"the workload needs {machine.min_ctx} tokens of context but the largest n_ctx choice "
+            f"the context floor is {machine.min_ctx} tokens but the largest n_ctx choice "
             f"is {choices[-1]}; add a larger choice to search_space.yaml or shorten the workload"
         )
     if len(usable) < len(choices):
         dropped = ", ".join(str(c) for c in choices if c not in usable)
         notices.append(
-            f"n_ctx {dropped} dropped: the workload needs {machine.min_ctx} tokens of context"
+            f"n_ctx {dropped} not searched: below the context floor ({machine.min_ctx}), the "
+            "app's conversation would overflow it"
         )
     if machine.trained_ctx:
         within = tuple(c for c in usable if c <= machine.trained_ctx)

@@ -14,6 +14,7 @@ class RunSettings:
     model: Path | None = None  # None: the embedded demo model
     trials: int = 50  # total trials the study should hold (re-running resumes up to it)
     vram_budget_mb: float = 6144.0
+    min_ctx: str | None = None  # the context floor: tokens, "worst", or None (tuner/context_floor)
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None  # None: derived from model and hardware
     search_space: Path = field(default_factory=lambda: default_config("search_space.yaml"))

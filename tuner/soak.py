@@ -1,15 +1,24 @@
-"""`dm-tune soak`: a long Desktop-Mate chat with one tier of a profile, in one process.
+"""`dm-tune soak`: long Desktop-Mate chats with one tier of a profile, each in one process.
 
 Why: the study measures single answers in fresh processes, but the app keeps its model loaded for
-hours and sends a growing prompt (system prompt + the last 10 turns). Two failures only show up
-there: memory that grows message after message (a leak), and a prompt that no longer fits `n_ctx`
-once the history is full, which llama-cpp-python answers by cutting the reply short or refusing
-the prompt. The soak runs objectives/soak_child.py under the trial runner's timeout and
-process-tree discipline and judges what it recorded.
+hours and sends a growing prompt (system prompt + the last 10 interactions). Three things only
+show up there: memory that grows message after message (a leak); a prompt that no longer fits
+`n_ctx` once the history holds long replies, which llama-cpp-python answers by cutting the reply
+short or refusing the prompt (and, the app's history being persisted, every later message
+fails); and the cost of the app's sliding window, which changes every prompt right after the
+system prompt so that llama-cpp-python's prefix cache reuses nothing.
+
+So the soak holds two conversations, each in its own child process
+(objectives/soak_child.py, under the trial runner's timeout and process-tree discipline):
+"app as is" (the five keys the app passes to Llama(...), the last `history_turns` interactions)
+and "app + helper" (the whole tier, the history tuner.history_fit.fit_history keeps). It reports
+where the first overflows and what each costs in first-token latency once the window is full.
+Memory growth is judged on the helper conversation, which is the one that runs every message.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +29,7 @@ from objectives.runner import run_child
 from objectives.workload import Workload
 from tuner.errors import UserError
 from tuner.paths import default_config
-from tuner.profile import Profile, ProfileError, Tier
+from tuner.profile import APP_KEYS, Profile, ProfileError, Tier
 from tuner.profile_run import FreeVram, free_vram, open_profile, resolve_model
 from tuner.yaml_io import load_model
 
@@ -29,8 +38,6 @@ SOAK_ARGV = [sys.executable, "-m", "objectives.soak_child"]
 APP_TEMPERATURE = 0.7
 APP_TOP_P = 0.9
 APP_STOP = ("<|user|>", "<|system|>")
-APP_MAX_TOKENS = 512
-APP_HISTORY_TURNS = 10
 # Growth from message 10 to the end above this is a suspected leak. Message 10, not the load:
 # the first answers still grow llama.cpp's and Python's buffers to their working size.
 LEAK_FRACTION = 0.05
@@ -121,22 +128,69 @@ class Growth:
 
 
 @dataclass(frozen=True)
+class TurnRecord:
+    """One message of a conversation: what was sent and how long the first token took."""
+
+    message: int
+    kept: int  # interactions of history sent
+    prompt_tokens: int
+    reply_tokens: int
+    ttft_ms: float
+    steady: bool  # the app's window was full (its history held `history_turns` interactions)
+
+
+@dataclass(frozen=True)
+class Chat:
+    """One of the soak's two conversations, as its child process recorded it."""
+
+    label: str  # "app as is" or "app + helper"
+    keys: tuple[str, ...]  # the Llama(...) keys it was loaded with
+    messages_done: int
+    turns: tuple[TurnRecord, ...]
+    checkpoints: tuple[Checkpoint, ...]
+    rss_after_load_mb: float
+    vram_after_load_mb: float | None
+    peak_vram_mb: float | None  # sampled by the parent over the whole chat; None without a GPU
+    overflow_at: int | None  # the message the app fails on; None: every message fit
+    overflow_why: str
+    max_prompt_tokens: int  # the overflowing prompt included
+    wall_s: float
+
+    @property
+    def steady_ttft_ms(self) -> tuple[float, ...]:
+        return tuple(t.ttft_ms for t in self.turns if t.steady)
+
+    def ttft_summary(self) -> str:
+        """Median first-token latency of the steady-state turns, with min-max and count."""
+        xs = self.steady_ttft_ms
+        if not xs:
+            return "no steady-state turn"
+        med = statistics.median(xs)
+        return f"{med:.0f} ms ({min(xs):.0f}-{max(xs):.0f}, {len(xs)} turns)"
+
+
+@dataclass(frozen=True)
 class SoakReport:
     profile: Path
     model: Path
     tier: str
     messages: int  # asked for
-    messages_done: int
     reply_tokens: int
-    rss_after_load_mb: float
-    vram_after_load_mb: float | None
-    peak_vram_mb: float | None  # sampled by the parent over the whole soak; None without a GPU
-    checkpoints: tuple[Checkpoint, ...]
+    long_replies: bool
+    history_turns: int
+    max_tokens: int
+    block: int
+    n_ctx: int
     context: ContextBudget
-    max_prompt_tokens: int
-    growth: tuple[Growth, ...]
-    stopped: str  # why the soak ended early (a prompt that didn't fit), "" otherwise
-    wall_s: float
+    app: Chat
+    helper: Chat
+    warnings: tuple[str, ...]  # echoed at the start (VRAM short, keys the app's loader drops)
+
+    @property
+    def growth(self) -> tuple[Growth, ...]:
+        """Judged on the helper conversation: it runs every message (the app as is may stop
+        at its overflow)."""
+        return growth_of(self.helper.checkpoints)
 
     @property
     def leak(self) -> bool:
@@ -144,7 +198,8 @@ class SoakReport:
 
     @property
     def overflow(self) -> bool:
-        return self.context.overflows or bool(self.stopped)
+        """An overflow even with the helper: the tier's n_ctx can't hold the app's prompt."""
+        return self.helper.overflow_at is not None
 
     @property
     def passed(self) -> bool:
@@ -181,6 +236,16 @@ def pick_tier(profile: Profile, name: str | None, free: FreeVram) -> Tier:
     return default if default.min_vram_free_mb <= free_mb else profile.tier_for(free_mb)
 
 
+def helper_block(history_turns: int) -> int:
+    """fit_history's block: half the window, so the window holds from half to all of it."""
+    return max(1, history_turns // 2)
+
+
+def app_keys(tier: Tier) -> dict[str, Any]:
+    """What the app passes to Llama(...) today: the tier's five APP_KEYS, the rest dropped."""
+    return {k: v for k, v in tier.llama.kwargs().items() if k in APP_KEYS}
+
+
 def _check_options(
     messages: int, max_tokens: int, reply_tokens: int, history_turns: int, timeout_s: float
 ) -> None:
@@ -197,11 +262,18 @@ def _check_options(
 
 
 def _spec(
-    model: Path, tier: Tier, w: Workload, messages: int, reply_tokens: int, history_turns: int
+    model: Path,
+    params: dict[str, Any],
+    w: Workload,
+    messages: int,
+    reply_tokens: int,
+    history_turns: int,
+    long_replies: bool,
+    fit: dict[str, int] | None,
 ) -> dict[str, Any]:
     return {
         "model_path": str(model),
-        "params": tier.llama.kwargs(),
+        "params": params,
         "chat": {
             "template": w.template.model_dump(),
             "system_prompt": w.system_prompt,
@@ -213,9 +285,37 @@ def _spec(
         },
         "messages": messages,
         "reply_tokens": reply_tokens,
+        "long_replies": long_replies,
         "history_turns": history_turns,
+        "fit": fit,
         "checkpoints": checkpoints_for(messages),
     }
+
+
+def _chat(
+    label: str, spec: dict[str, Any], tier: str, timeout_s: float
+) -> tuple[Chat, dict[str, Any]]:
+    """Run one conversation's child; its Chat and the raw payload (token counts)."""
+    res = run_child(spec, timeout_s, argv=SOAK_ARGV)
+    if res.status != "ok":
+        raise UserError(f"the soak of tier {tier} ({label}) did not finish: {res.reason}")
+    p = res.payload
+    over = p["overflow"]
+    chat = Chat(
+        label=label,
+        keys=tuple(spec["params"]),
+        messages_done=int(p["messages_done"]),
+        turns=tuple(TurnRecord(**t) for t in p["turns"]),
+        checkpoints=tuple(Checkpoint(**c) for c in p["checkpoints"]),
+        rss_after_load_mb=float(p["rss_after_load_mb"]),
+        vram_after_load_mb=p["vram_after_load_mb"],
+        peak_vram_mb=res.gpu.vram_mb,
+        overflow_at=None if over is None else int(over["message"]),
+        overflow_why="" if over is None else str(over["why"]),
+        max_prompt_tokens=int(p["max_prompt_tokens"]),
+        wall_s=res.wall_s,
+    )
+    return chat, p
 
 
 def soak_profile(
@@ -224,43 +324,66 @@ def soak_profile(
     messages: int = 100,
     model: Path | None = None,
     tier: str | None = None,
-    max_tokens: int = APP_MAX_TOKENS,
+    max_tokens: int | None = None,
     reply_tokens: int = 60,
-    history_turns: int = APP_HISTORY_TURNS,
+    long_replies: bool = False,
+    history_turns: int | None = None,
     workload: Path | None = None,
     timeout_s: float = 3600.0,
     echo: Echo = print,
 ) -> SoakReport:
-    """Chat `messages` times with one tier in one child process and judge memory and n_ctx.
+    """Chat `messages` times with one tier twice, the app as is and the app with fit_history,
+    each in one child process, and judge memory, n_ctx and steady-state first-token latency.
 
-    `max_tokens` is the app's limit, used for the worst-case prompt; each soak reply is capped
-    at `reply_tokens` (typical reply length) so a 100-message soak stays minutes long.
-    `history_turns` is the app's `context_limit` (10).
+    `max_tokens` is the app's reply limit (the room fit_history keeps, and the worst-case
+    prompt); each soak reply is capped at `reply_tokens` (typical reply length) so a
+    100-message soak stays minutes long, and with `long_replies` every reply is that long.
+    `history_turns` is the app's `context_limit`. Both default to the profile's
+    `conversation` (version 2), else to the workload's `app` settings (10 and 512).
+    `timeout_s` applies to each conversation.
     """
-    _check_options(messages, max_tokens, reply_tokens, history_turns, timeout_s)
     profile = open_profile(path)
-    model_path = resolve_model(profile, model)
     w = load_model(workload or default_config("workload.yaml"), Workload)
+    conv = profile.conversation
+    if max_tokens is None:
+        max_tokens = conv.max_tokens if conv is not None else w.app.max_tokens
+    if history_turns is None:
+        history_turns = conv.turns_kept if conv is not None else w.app.turns_kept
+    _check_options(messages, max_tokens, reply_tokens, history_turns, timeout_s)
+    model_path = resolve_model(profile, model)
     free = free_vram()
     try:
         chosen = pick_tier(profile, tier, free)
     except ProfileError as exc:  # no tier of that name
         raise UserError(str(exc)) from None
+    warnings: list[str] = []
     if chosen.min_vram_free_mb > (free.mb or 0.0):
-        echo(
-            f"warning: tier {chosen.name} needs {chosen.min_vram_free_mb:.0f} MB free VRAM "
+        warnings.append(
+            f"tier {chosen.name} needs {chosen.min_vram_free_mb:.0f} MB free VRAM "
             f"({free.describe()}); its figures won't be the app's"
         )
+    extra = chosen.app_keys_warning()
+    if extra:
+        warnings.append(extra)
+    for line in warnings:
+        echo(f"warning: {line}")
+    replies = f"replies of {reply_tokens}" if long_replies else f"replies up to {reply_tokens}"
     echo(
         f"Soaking tier {chosen.name} of {path} on {model_path.name}: {messages} messages, "
-        f"replies up to {reply_tokens} tokens, history of {history_turns} turns"
+        f"{replies} tokens, history of {history_turns} interactions, max_tokens {max_tokens}"
     )
-    spec = _spec(model_path, chosen, w, messages, reply_tokens, history_turns)
-    res = run_child(spec, timeout_s, argv=SOAK_ARGV)
-    if res.status != "ok":
-        raise UserError(f"the soak of tier {chosen.name} did not finish: {res.reason}")
-    p = res.payload
-    cps = tuple(Checkpoint(**c) for c in p["checkpoints"])
+    block = helper_block(history_turns)
+
+    def spec(params: dict[str, Any], fit: dict[str, int] | None) -> dict[str, Any]:
+        return _spec(
+            model_path, params, w, messages, reply_tokens, history_turns, long_replies, fit
+        )
+
+    echo("  1/2 app as is: its five Llama(...) keys, the last interactions")
+    app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s)
+    echo("  2/2 app + helper: the whole tier, fit_history")
+    fit = {"max_tokens": max_tokens, "block": block}
+    helper, p = _chat("app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s)
     context = ContextBudget(
         n_ctx=int(p["n_ctx"]),
         max_tokens=max_tokens,
@@ -272,17 +395,16 @@ def soak_profile(
         model=model_path,
         tier=chosen.name,
         messages=messages,
-        messages_done=int(p["messages_done"]),
         reply_tokens=reply_tokens,
-        rss_after_load_mb=float(p["rss_after_load_mb"]),
-        vram_after_load_mb=p["vram_after_load_mb"],
-        peak_vram_mb=res.gpu.vram_mb,
-        checkpoints=cps,
+        long_replies=long_replies,
+        history_turns=history_turns,
+        max_tokens=max_tokens,
+        block=block,
+        n_ctx=int(p["n_ctx"]),
         context=context,
-        max_prompt_tokens=int(p["max_prompt_tokens"]),
-        growth=growth_of(cps),
-        stopped=str(p["stopped"]),
-        wall_s=res.wall_s,
+        app=app,
+        helper=helper,
+        warnings=tuple(warnings),
     )
 
 
@@ -290,7 +412,8 @@ def _mb(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.0f} MB"
 
 
-def _context_lines(c: ContextBudget) -> list[str]:
+def _context_line(c: ContextBudget) -> str:
+    """The app as is, worst case: every kept reply max_tokens long (a finding, not a FAIL)."""
     worst = (
         f"worst-case prompt {c.worst_case_tokens} tokens = system {c.system_tokens} + "
         f"{c.history_turns} turns x {c.turn_tokens} (user {c.user_tokens_max} + reply "
@@ -298,29 +421,85 @@ def _context_lines(c: ContextBudget) -> list[str]:
         f"{c.user_tokens_max + c.generation_prefix_tokens} + reply {c.max_tokens}"
     )
     if not c.overflows:
-        return [f"context: {worst} <= n_ctx {c.n_ctx}: OK"]
+        return f"context, app as is: {worst} <= n_ctx {c.n_ctx}: OK"
     fit = c.turns_that_fit
-    room = (
-        f"only {fit} turn(s) of full-length history fit"
-        if fit >= 0
-        else "not even an empty history fits"
-    )
-    return [
-        f"context: {worst} > n_ctx {c.n_ctx}: OVERFLOW",
-        f"  {room}; raise n_ctx to {c.worst_case_tokens} or more, or lower the app's "
-        "max_tokens or context_limit",
+    room = f"only {fit} full-length turn(s) fit" if fit >= 0 else "not even an empty history fits"
+    return f"context, app as is: {worst} > n_ctx {c.n_ctx}: can overflow ({room})"
+
+
+def _overflow_cell(c: Chat) -> str:
+    return "none" if c.overflow_at is None else f"at message {c.overflow_at}"
+
+
+def _comparison(r: SoakReport) -> list[str]:
+    def kept(c: Chat) -> str:
+        ks = [t.kept for t in c.turns]
+        return f"{min(ks)}-{max(ks)} interactions" if ks else "-"
+
+    rows = [
+        ("", r.app.label, r.helper.label),
+        (
+            "Llama(...) keys",
+            f"{len(r.app.keys)} (the app's)",
+            f"{len(r.helper.keys)} (the whole tier)",
+        ),
+        (
+            "history sent",
+            f"last {r.history_turns}: {kept(r.app)}",
+            f"fit_history, blocks of {r.block}: {kept(r.helper)}",
+        ),
+        (
+            "messages done",
+            f"{r.app.messages_done}/{r.messages}",
+            f"{r.helper.messages_done}/{r.messages}",
+        ),
+        ("overflow", _overflow_cell(r.app), _overflow_cell(r.helper)),
+        ("first token, steady", r.app.ttft_summary(), r.helper.ttft_summary()),
+        (
+            "largest prompt",
+            f"{r.app.max_prompt_tokens} tokens",
+            f"{r.helper.max_prompt_tokens} tokens",
+        ),
+        ("wall", f"{r.app.wall_s:.0f} s", f"{r.helper.wall_s:.0f} s"),
     ]
+    w0 = max(len(a) for a, _, _ in rows)
+    w1 = max(len(b) for _, b, _ in rows)
+    return [f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in rows]
+
+
+def _latency_line(r: SoakReport) -> str:
+    a, h = r.app.steady_ttft_ms, r.helper.steady_ttft_ms
+    if not a or not h:
+        return (
+            "steady-state first-token latency: not compared (a conversation has no turn "
+            "after its window is full)"
+        )
+    ma, mh = statistics.median(a), statistics.median(h)
+    ratio = f", {ma / mh:.1f}x faster" if mh > 0 else ""
+    return (
+        f"steady-state first-token latency (median): app as is {ma:.0f} ms vs app + helper "
+        f"{mh:.0f} ms{ratio}"
+    )
 
 
 def render(r: SoakReport) -> str:
+    replies = (
+        f"replies of {r.reply_tokens} tokens (long replies)"
+        if r.long_replies
+        else f"replies capped at {r.reply_tokens} tokens"
+    )
+    h = r.helper
     lines = [
-        f"Soak of tier {r.tier} ({r.model.name}): {r.messages_done}/{r.messages} messages in "
-        f"{r.wall_s:.0f} s, replies capped at {r.reply_tokens} tokens, n_ctx {r.context.n_ctx}",
-        f"after load: RSS {_mb(r.rss_after_load_mb)}, VRAM {_mb(r.vram_after_load_mb)}; "
-        f"peak VRAM {_mb(r.peak_vram_mb)}",
+        f"Soak of tier {r.tier} ({r.model.name}), n_ctx {r.n_ctx}: {r.messages} messages, "
+        f"{replies}, the app's max_tokens {r.max_tokens}, history of {r.history_turns}",
+        "",
+        *_comparison(r),
+        "",
+        f"app + helper memory: after load RSS {_mb(h.rss_after_load_mb)}, VRAM "
+        f"{_mb(h.vram_after_load_mb)}; peak VRAM {_mb(h.peak_vram_mb)}",
         "message  RSS        VRAM       first token  answer   prompt tokens  reply tokens",
     ]
-    for c in r.checkpoints:
+    for c in h.checkpoints:
         lines.append(
             f"{c.message:<7}  {_mb(c.rss_mb):<9}  {_mb(c.vram_mb):<9}  {c.ttft_ms:>8.0f} ms  "
             f"{c.answer_s:>6.2f} s  {c.prompt_tokens:>13}  {c.reply_tokens:>12}"
@@ -334,10 +513,19 @@ def render(r: SoakReport) -> str:
             f"{g.to_message} (threshold {g.threshold_mb:.0f} MB = {LEAK_FRACTION:.0%} + "
             f"{LEAK_MB:.0f} MB): {verdict}"
         )
-    lines.extend(_context_lines(r.context))
-    lines.append(f"largest prompt sent: {r.max_prompt_tokens} tokens")
-    if r.stopped:
-        lines.append(f"stopped early at {r.stopped}: OVERFLOW")
-    problems = [w for w, bad in (("suspected leak", r.leak), ("n_ctx overflow", r.overflow)) if bad]
+    lines.append(_context_line(r.context))
+    lines.append(_latency_line(r))
+    if r.app.overflow_at is not None:
+        lines.append(
+            f"finding: the app as it is overflows at message {r.app.overflow_at} "
+            f"({r.app.overflow_why}); add the helper: docs/desktop-mate.md"
+        )
+    if h.overflow_at is not None:
+        lines.append(f"app + helper overflows at message {h.overflow_at}: {h.overflow_why}")
+    problems = [
+        w
+        for w, bad in (("suspected leak", r.leak), ("n_ctx overflow with the helper", r.overflow))
+        if bad
+    ]
     lines.append("FAIL: " + ", ".join(problems) if problems else "PASS")
     return "\n".join(lines)

@@ -22,14 +22,16 @@ from tuner.pruning import make_watcher
 from tuner.search_space import key_of
 from tuner.storage import open_storage
 from tuner.trial_record import (
-    copy_constraint,
+    constraint_values,
+    copy_constraints,
     objective_values,
     record_child,
-    set_vram_constraint,
+    set_constraints,
 )
 from tuner.vram_guard import seed_pairs
 
 Echo = Callable[[str], None]
+APP_N_CTX = "app_n_ctx"  # a below-floor profile's own n_ctx (see _enqueue_baselines)
 DIRECTIONS: list[optuna.study.StudyDirection] = [
     optuna.study.StudyDirection.MAXIMIZE,
     optuna.study.StudyDirection.MINIMIZE,
@@ -70,17 +72,27 @@ def _requeue_interrupted(study: optuna.Study) -> int:
     for t in trials:
         if t.user_attrs.get("status") == "interrupted" and t.number not in retried:
             attrs: dict[str, Any] = {"retry_of": t.number}
-            if "baseline" in t.user_attrs:
-                attrs["baseline"] = t.user_attrs["baseline"]
+            for k in ("baseline", "start", APP_N_CTX):
+                if k in t.user_attrs:
+                    attrs[k] = t.user_attrs[k]
             study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
             n += 1
     return n
 
 
 def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], list[str]]:
+    """The app's profiles, then the start points. A profile whose n_ctx is below the context
+    floor is enqueued at the lowest searched n_ctx (Optuna's distribution has no lower one)
+    and run with its own n_ctx, kept in the APP_N_CTX user attribute; it is measured for the
+    before/after table and is never feasible (the n_ctx_below_floor constraint)."""
     names: dict[str, list[str]] = {"baseline": [], "start": []}
+    lowest = min(ctx.space.n_ctx_choices)
     for params, attrs in starting_trials(ctx.space, ctx.baselines, ctx.starts):
-        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        user_attrs: dict[str, Any] = dict(attrs)
+        if int(params["n_ctx"]) < lowest:
+            user_attrs[APP_N_CTX] = int(params["n_ctx"])
+            params = {**params, "n_ctx": lowest}
+        study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=False)
         for kind, name in attrs.items():
             names[kind].append(name)
     return names["baseline"], names["start"]
@@ -108,6 +120,8 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         study.set_user_attr("llama_cpp_version", ctx.probe.llama_cpp_version)
         study.set_user_attr("gpu_offload", ctx.probe.gpu_offload)
         study.set_user_attr("workload_spec", ctx.workload_spec())
+        study.set_user_attr("confirm_spec", ctx.confirm_spec())
+        study.set_user_attr("context_floor", ctx.floor.to_profile())
         study.set_user_attr("objectives", ["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -159,13 +173,14 @@ def make_objective(
 ) -> Callable[[optuna.Trial], list[float]]:
     s = ctx.settings
     budget = s.vram_budget_mb
-    workload = ctx.workload_spec()
     guard = ctx.vram_guard
     if guard is not None:
         guard.pairs.extend(seed_pairs(study.get_trials(deepcopy=False)))
 
     def objective(trial: optuna.Trial) -> list[float]:
         params = ctx.space.suggest(trial)
+        if APP_N_CTX in trial.user_attrs:  # an app profile below the floor: its own n_ctx
+            params["n_ctx"] = int(trial.user_attrs[APP_N_CTX])
         key = key_of(params)
         trial.set_user_attr("llama_kwargs", params)
         trial.set_user_attr("key", key)
@@ -178,9 +193,7 @@ def make_objective(
                 for k in ("metrics", "gpu", "llama_buffers"):
                     if k in prev.user_attrs:
                         trial.set_user_attr(k, prev.user_attrs[k])
-                for v in prev.constraints.values():
-                    copy_constraint(trial, v)
-                    break
+                copy_constraints(trial, prev)
                 return list(prev.values)
             for k in ("status", "returncode", "phase"):
                 if k in prev.user_attrs:
@@ -197,20 +210,25 @@ def make_objective(
             trial.set_user_attr("vram_predicted", pred.to_dict())
             if guard.over_budget(pred):
                 trial.set_user_attr("status", "over_budget_predicted")
-                trial.set_user_attr(
-                    "reason",
-                    f"predicted {pred.total_mb:.0f} MB VRAM > budget {budget:.0f} MB "
-                    f"(weights {pred.weights_mb:.0f}, KV {pred.kv_mb:.0f}, compute "
-                    f"{pred.compute_mb:.0f}, overhead {pred.overhead_mb:.0f}); not loaded",
-                )
+                trial.set_user_attr("reason", guard.skip_reason(pred))
                 raise optuna.TrialPruned("predicted over the VRAM budget")
+        is_app = "baseline" in trial.user_attrs
+        workload = ctx.workload_spec(int(params["n_ctx"]))
+        if int(params["n_ctx"]) < ctx.floor.min_ctx:
+            trial.set_user_attr(
+                "below_floor",
+                f"n_ctx {params['n_ctx']} is below the context floor {ctx.floor.min_ctx}: measured "
+                f"with the last {workload['history_turns']} of {ctx.floor.turns_kept} "
+                "interactions; the app's steady-state turn would overflow it",
+            )
         spec = {"model_path": str(ctx.model.path), "params": params, "workload": workload}
         try:
             res = run_child(
                 spec,
                 s.trial_timeout_s,
                 argv=list(s.child_argv) if s.child_argv else None,
-                watcher=make_watcher(study) if s.prune else None,
+                # the app's own profiles are measured whole: the before/after table needs them
+                watcher=make_watcher(study) if s.prune and not is_app else None,
                 pool=pool,
             )
         except KeyboardInterrupt:
@@ -232,7 +250,9 @@ def make_objective(
                 "vram_prediction_error_pct", round((pred.total_mb - vram) / vram * 100, 2)
             )
             guard.learn(pred, vram)
-        set_vram_constraint(trial, vram, budget)
+        set_constraints(
+            trial, constraint_values(vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx)
+        )
         return objective_values(res.metrics.to_dict(), s.latency)
 
     return objective

@@ -2,29 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from objectives.runner import ChildResult
+from tuner.vram_need import over_budget_mb
 
-CONSTRAINT_KEY = "vram_over_budget_mb"
+# The study's two constraints, feasible when <= 0, in this order in the legacy list:
+CONSTRAINT_KEY = "vram_over_budget_mb"  # the tier's free-VRAM need minus the budget
+CTX_CONSTRAINT_KEY = "n_ctx_below_floor"  # the context floor minus n_ctx
+CONSTRAINT_KEYS = (CONSTRAINT_KEY, CTX_CONSTRAINT_KEY)
 # Legacy list attribute: optuna-dashboard 0.21 only reads this one (Optuna 5 reads both).
 LEGACY_CONSTRAINTS_ATTR = "constraints"
+_PREFIX = "constraints:"
 
 
-def set_vram_constraint(trial: optuna.Trial, vram_mb: float | None, budget_mb: float) -> float:
-    """Feasible when <= 0. Without a readable GPU nothing lands in VRAM: -budget."""
-    value = (vram_mb - budget_mb) if vram_mb is not None else -budget_mb
-    trial.set_constraint(CONSTRAINT_KEY, value)
-    trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS_ATTR, [value])
-    return value
+def constraint_values(
+    vram_mb: float | None, budget_mb: float, n_ctx: int, min_ctx: int
+) -> dict[str, float]:
+    """Both constraints of one measurement (tuner/vram_need.py, tuner/context_floor.py)."""
+    return {
+        CONSTRAINT_KEY: over_budget_mb(vram_mb, budget_mb),
+        CTX_CONSTRAINT_KEY: float(min_ctx - n_ctx),
+    }
 
 
-def copy_constraint(trial: optuna.Trial, value: float) -> None:
-    trial.set_constraint(CONSTRAINT_KEY, value)
-    trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS_ATTR, [value])
+def set_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:
+    for key in CONSTRAINT_KEYS:
+        trial.set_constraint(key, values[key])
+    trial.storage.set_trial_system_attr(
+        trial._trial_id, LEGACY_CONSTRAINTS_ATTR, [values[k] for k in CONSTRAINT_KEYS]
+    )
+
+
+def copy_constraints(trial: optuna.Trial, prev: FrozenTrial) -> None:
+    """A reused trial takes its twin's constraints (a study made before the floor: VRAM only)."""
+    values = dict(prev.constraints)
+    values.setdefault(CTX_CONSTRAINT_KEY, 0.0)
+    set_constraints(trial, values)
+
+
+def with_vram_constraint(system_attrs: Mapping[str, Any], value: float) -> dict[str, Any]:
+    """A trial's system attributes with the VRAM constraint replaced (confirmed figures)."""
+    out = dict(system_attrs)
+    out[_PREFIX + CONSTRAINT_KEY] = value
+    legacy = out.get(LEGACY_CONSTRAINTS_ATTR)
+    rest = list(legacy[1:]) if isinstance(legacy, list) else []
+    out[LEGACY_CONSTRAINTS_ATTR] = [value, *rest]
+    return out
 
 
 def record_child(trial: optuna.Trial, res: ChildResult) -> None:

@@ -38,7 +38,7 @@ def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
             f"{where}. Run the same command again to resume."
         )
         return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), True, None)
-    echo(render_summary(trials, settings.prefer))
+    echo(render_summary(trials, settings.prefer, ctx.floor))
     profile = None
     if settings.export:
         from tuner.confirm import Remeasure, confirm
@@ -50,7 +50,7 @@ def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
                 runs=settings.confirm_runs,
                 timeout_s=settings.trial_timeout_s,
                 model_path=ctx.model.path,
-                workload=ctx.workload_spec(),
+                workload=ctx.confirm_spec(),
             )
             echo(
                 f"Confirming the top {settings.confirm_k} candidates "

@@ -74,6 +74,7 @@ class VerifyReport:
     tolerance: float
     free_vram: FreeVram
     tiers: tuple[TierCheck, ...]
+    warnings: tuple[str, ...] = ()  # echoed at the start: keys the app's loader would drop
 
     @property
     def passed(self) -> bool:
@@ -188,6 +189,9 @@ def verify_profile(
         f"Verifying {len(profile.tiers)} tier(s) of {path} on {model_path.name}: "
         f"{runs} run(s) each, {free.describe()}"
     )
+    warnings = tuple(w for w in (t.app_keys_warning() for t in profile.tiers) if w)
+    for line in warnings:
+        echo(f"warning: {line}")
     checks = []
     for tier in profile.tiers:
         need = tier.min_vram_free_mb
@@ -207,7 +211,7 @@ def verify_profile(
                 echo=echo,
             )
         )
-    return VerifyReport(path, model_path, workload, runs, tolerance, free, tuple(checks))
+    return VerifyReport(path, model_path, workload, runs, tolerance, free, tuple(checks), warnings)
 
 
 def _num(x: float | None) -> str:

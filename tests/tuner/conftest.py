@@ -17,6 +17,7 @@ from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial
 
 from tuner.profile import Profile, write_profile
 from tuner.profile_build import build_profile
+from tuner.vram_need import over_budget_mb
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def make_trial() -> Iterator[MakeTrial]:
         over_budget: bool | None = None,
         **settings: Any,
     ) -> FrozenTrial:
-        constraint = (vram_mb - BUDGET_MB) if vram_mb is not None else -BUDGET_MB
+        constraint = over_budget_mb(vram_mb, BUDGET_MB)
         if over_budget is not None:
             constraint = 100.0 if over_budget else -100.0
         kwargs = {

@@ -13,6 +13,7 @@ from typing import Any
 
 from tuner import demo_model
 from tuner.profile import Profile, write_profile
+from tuner.vram_need import VRAM_MARGIN_MB
 
 UNREACHABLE_MB = 10_000_000
 
@@ -34,7 +35,7 @@ def _tier(name: str, need: float, ngl: int, n_ctx: int, tok_s: float) -> dict[st
             "n": 3,
             "gen_tok_s": {"median": tok_s, "cv": 0.05},
             "ttft_ms": {"median": 100.0, "cv": 0.05},
-            "vram_mb": None if ngl == 0 else 1000.0,
+            "vram_mb": None if ngl == 0 else need - VRAM_MARGIN_MB,  # the one VRAM rule
         },
         "description": "test tier",
         "vram_estimate": "0.0 GB",

@@ -1,10 +1,14 @@
-"""Shared data for the profile tests: a budget, a model reference and a provenance."""
+"""Shared data for the profile tests: a budget, a model reference, a provenance, and the VRAM
+constraint and confirmations of constructed trials as the study would record them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from optuna.trial import FrozenTrial
+
+from tuner.vram_need import over_budget_mb
 
 BUDGET_MB = 6144.0
 MakeTrial = Callable[..., FrozenTrial]
@@ -17,3 +21,21 @@ PROVENANCE = {
     "study": "smollm2-rtx-4050",
     "storage": "sqlite:///studies/dm-tune.db",
 }
+
+
+def over_budget(peak_mb: float | None) -> bool:
+    """Whether the study (and the confirmation step) records a trial peaking at `peak_mb` as
+    over BUDGET_MB: the one VRAM rule of tuner/vram_need.py, need = peak + margin."""
+    return over_budget_mb(peak_mb, BUDGET_MB) > 0
+
+
+def confirmation(t: FrozenTrial, vram_runs: list[float]) -> dict[str, Any]:
+    """What tuner.confirm stores for `t` re-measured in fresh processes that peaked at
+    `vram_runs` (its speed unchanged): vram_mb is their max, the constraint the one rule."""
+    peak = max(vram_runs)
+    return {
+        "status": "ok",
+        "values": list(t.values),
+        "metrics": {**t.user_attrs["metrics"], "vram_mb": peak, "vram_mb_runs": vram_runs},
+        "over_budget_mb": over_budget_mb(peak, BUDGET_MB),
+    }

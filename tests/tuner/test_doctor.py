@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from typer.testing import CliRunner
 
+from objectives.nvml import GpuInfo, GpuProcess, _merge
 from tuner.cli import app
-from tuner.doctor import reinstall_commands, render
+from tuner.doctor import reinstall_commands, render, vram_report
 
 runner = CliRunner()
 
@@ -22,6 +25,9 @@ def test_doctor_json_describes_machine_build_and_model(demo_model: Path) -> None
     assert llama["ok"] and llama["version"] and isinstance(llama["gpu_offload"], bool)
     assert "AVX" in llama["system_info"] or "NEON" in llama["system_info"]
     assert report["hardware"]["logical_cores"] >= 1
+    vram = report["vram"]  # one entry per GPU; no suggested budget without one
+    assert len(vram["gpus"]) == len(report["hardware"]["gpus"])
+    assert (vram["suggested_vram_budget_mb"] is None) == (not report["hardware"]["gpus"])
     m = report["model"]
     assert (m["architecture"], m["block_count"], m["offloadable_layers"]) == ("llama", 30, 31)
     assert (m["quantization"], m["context_length"]) == ("Q4_1", 8192)
@@ -97,3 +103,103 @@ def test_render_reports_a_crashing_build_plainly() -> None:
         "fix": None,
     }
     assert "crashed (signal 4)" in render(report)
+
+
+# Who holds VRAM, and the suggested budget: no GPU here, so NVML's lists and the GPU's memory are
+# constructed readings (an RTX 4050 laptop: the compositor and the app's Unity avatar on it).
+RTX_4050 = GpuInfo(
+    index=0,
+    name="NVIDIA GeForce RTX 4050 Laptop GPU",
+    total_mb=6141.0,
+    used_mb=1190.0,
+    free_mb=4951.0,
+    driver="560.94",
+    bandwidth_gb_s=192.0,
+)
+NAMES = {4321: "DesktopMateAvatar.exe", 1200: "dwm.exe", 99: "dm-tune.exe"}
+
+
+def _hardware(os_name: str) -> dict[str, Any]:
+    return dict(
+        cpu="Intel Core i7",
+        physical_cores=8,
+        logical_cores=16,
+        ram_mb=16000.0,
+        os=os_name,
+        gpus=[asdict(RTX_4050)],
+    )
+
+
+def _canned(vram: dict[str, Any], os_name: str = "Linux 6.8") -> dict[str, Any]:
+    return {
+        "hardware": _hardware(os_name),
+        "llama_cpp": dict(ok=True, version="0.3.36", gpu_offload=True, system_info="CUDA : 1"),
+        "vram": vram,
+        "warnings": [],
+        "fix": None,
+    }
+
+
+def test_constructed_nvml_lists_merge_compute_and_graphics_by_pid() -> None:
+    def proc(pid: int, mib: float | None) -> SimpleNamespace:
+        return SimpleNamespace(pid=pid, usedGpuMemory=None if mib is None else int(mib * 2**20))
+
+    nv = SimpleNamespace(
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [proc(77, 300.0)],
+        nvmlDeviceGetGraphicsRunningProcesses=lambda h: [proc(4321, 612.0), proc(77, None)],
+    )
+    assert _merge(nv, object()) == [
+        GpuProcess(4321, ("graphics",), 612.0),
+        GpuProcess(77, ("compute", "graphics"), 300.0),
+    ]
+
+
+def test_constructed_readings_list_other_processes_and_suggest_the_free_vram() -> None:
+    procs = {
+        0: [
+            GpuProcess(4321, ("graphics",), 612.0),
+            GpuProcess(1200, ("graphics",), 350.5),
+            GpuProcess(99, ("compute",), 2.0),  # doctor itself: not "another process"
+        ]
+    }
+    v = vram_report([RTX_4050], procs, own_pid=99, name_of=NAMES.__getitem__)
+    json.dumps(v)  # the --json output
+    gpu = v["gpus"][0]
+    assert (gpu["total_mb"], gpu["used_mb"], gpu["free_mb"]) == (6141.0, 1190.0, 4951.0)
+    assert gpu["per_process"] is True
+    assert [(p["pid"], p["name"], p["used_mb"]) for p in gpu["processes"]] == [
+        (4321, "DesktopMateAvatar.exe", 612.0),
+        (1200, "dwm.exe", 350.5),
+    ]
+    assert v["suggested_vram_budget_mb"] == 4928  # 4951 rounded down to 64 MB
+    text = render(_canned(v))
+    assert "6141 MiB total, 1190 MiB used, 4951 MiB free" in text
+    assert "612 MiB  graphics" in text and "DesktopMateAvatar.exe" in text
+    assert "dm-tune.exe" not in text
+    assert "Suggested --vram-budget 4928MB" in text and "avatar started first" in text
+
+
+def test_constructed_wddm_readings_show_only_used_and_free() -> None:
+    # Windows WDDM: NVML lists the processes but not their memory.
+    procs = {0: [GpuProcess(4321, ("graphics",), None), GpuProcess(1200, ("graphics",), None)]}
+    v = vram_report([RTX_4050], procs, own_pid=99, name_of=NAMES.__getitem__)
+    assert v["gpus"][0]["per_process"] is False
+    text = render(_canned(v, "Windows 11"))
+    assert "per-process figures unavailable (Windows WDDM" in text
+    assert "4951 MiB free" in text and "pid" not in text
+    assert "Suggested --vram-budget 4928MB" in text
+
+
+def test_constructed_readings_when_nvml_cannot_list_processes() -> None:
+    v = vram_report([RTX_4050], {0: None}, own_pid=99, name_of=NAMES.__getitem__)
+    assert v["gpus"][0]["processes"] is None and v["gpus"][0]["per_process"] is False
+    assert "only used/free are shown" in render(_canned(v, "Windows 11"))
+
+
+def test_no_gpu_no_vram_section_and_no_suggested_budget() -> None:
+    v = vram_report([], {}, own_pid=99)
+    assert v == {"gpus": [], "suggested_vram_budget_mb": None}
+    report = _canned(v)
+    report["hardware"]["gpus"] = []
+    text = render(report)
+    assert "none found through NVML" in text and "--vram-budget" not in text

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from optuna.trial import FrozenTrial
-from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial
+from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial, confirmation, over_budget
 
+from tuner.confirm import apply_confirmations
 from tuner.profile import Profile, ProfileError, profile_to_yaml
-from tuner.profile_build import build_profile, min_free_mb
+from tuner.profile_build import build_profile
+from tuner.vram_need import VRAM_MARGIN_MB, free_vram_need_mb
 
 
 def _build(trials: list[FrozenTrial], *, gpu: bool = True, **kw: object) -> Profile:
@@ -33,7 +37,7 @@ def test_one_tier_per_vram_fraction_then_cpu(gpu_profile: Profile) -> None:
 
 def test_min_free_vram_is_measured_plus_margin(gpu_profile: Profile) -> None:
     perf = gpu_profile.tier("performance")
-    assert perf.min_vram_free_mb == min_free_mb(5000) == 5506
+    assert perf.min_vram_free_mb == free_vram_need_mb(5000) == 5000 + VRAM_MARGIN_MB
     assert perf.measured is not None and perf.measured.vram_mb == 5000
     assert gpu_profile.tier("cpu_fallback").min_vram_free_mb == 0
 
@@ -136,21 +140,197 @@ def test_unknown_prefer_is_refused(make_trial: MakeTrial) -> None:
 
 
 def test_confirmed_tiers_carry_vram_median_and_spread(make_trial: MakeTrial) -> None:
-    from tuner.confirm import apply_confirmations
-
     t = make_trial(300.0, 60.0, 5000.0, 33)
     cpu = make_trial(8.0, 3000.0, 800.0, 0)
-    metrics = {**t.user_attrs["metrics"], "vram_mb": 5010.0, "vram_mb_runs": [4990.0, 5010.0]}
-    confirmed = {
-        str(t.number): {
-            "status": "ok",
-            "values": [301.0, 61.0],
-            "metrics": metrics,
-            "over_budget_mb": 5010.0 - BUDGET_MB,
-        }
-    }
+    confirmed = {str(t.number): confirmation(t, [4990.0, 5010.0])}
     prof = _build(apply_confirmations([t, cpu], confirmed), confirmed={t.number})
     top = prof.tier(prof.default_tier).measured
     assert top is not None and top.vram is not None
     assert top.vram.median == 5000.0 and top.vram.cv > 0 and top.vram_mb == 5010.0
     assert prof.tiers[-1].measured is not None and prof.tiers[-1].measured.vram is None
+
+
+# The one VRAM rule near its boundary: a trial whose need (peak + margin) is the budget is the
+# last one the default tier may take. Constraints are recorded as the study records them.
+EDGE_MB = BUDGET_MB - VRAM_MARGIN_MB  # the highest peak whose tier fits the budget
+FRACTIONS = {"performance": 1.0, "balanced": 0.75, "low_vram": 0.5}
+
+
+def _assert_selectable(profile: Profile) -> None:
+    """What every export must hold: the default tier is taken with the budget free, tiers are
+    ordered by need, and each GPU tier needs no more than its fraction of the budget."""
+    default = profile.tier(profile.default_tier)
+    assert default.min_vram_free_mb <= BUDGET_MB
+    assert profile.tier_for(BUDGET_MB).name == profile.default_tier
+    needs = [t.min_vram_free_mb for t in profile.tiers]
+    assert needs == sorted(needs, reverse=True) and len(set(needs)) == len(needs)
+    for tier in profile.tiers[:-1]:
+        assert tier.measured is not None and tier.measured.vram_mb is not None
+        assert tier.min_vram_free_mb == free_vram_need_mb(tier.measured.vram_mb)
+        assert tier.min_vram_free_mb <= BUDGET_MB * FRACTIONS[tier.name]
+
+
+def _edge_study(make_trial: MakeTrial, peak_mb: float, **kw: object) -> list[FrozenTrial]:
+    """A fast trial peaking at `peak_mb`, a slower one needing less, and a CPU trial."""
+    return [
+        make_trial(20, 900, 150, 0, over_budget=over_budget(150)),
+        make_trial(80, 200, peak_mb, 31, n_ctx=4096, **kw),
+        make_trial(40, 400, 3000, 16, over_budget=over_budget(3000)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("peak_mb", "fast_is_default"),
+    [(EDGE_MB - 1, True), (EDGE_MB, True), (EDGE_MB + 1, False)],
+)
+def test_the_default_tier_takes_a_trial_exactly_when_its_need_fits_the_budget(
+    make_trial: MakeTrial, peak_mb: float, fast_is_default: bool
+) -> None:
+    trials = _edge_study(make_trial, peak_mb, over_budget=over_budget(peak_mb))
+    profile = _build(trials)
+    _assert_selectable(profile)
+    default = profile.tier(profile.default_tier)
+    assert default.name == "performance"
+    assert default.measured is not None
+    assert (default.measured.trial == 1) is fast_is_default
+    if fast_is_default:
+        assert default.min_vram_free_mb == peak_mb + VRAM_MARGIN_MB <= BUDGET_MB
+
+
+def test_a_trial_feasible_under_the_old_rule_is_not_a_tier_it_cannot_be_selected_for(
+    make_trial: MakeTrial,
+) -> None:
+    # A study made before the one rule stored peak - budget: this trial is "feasible" there, but
+    # its tier would need a megabyte more than the budget and the app would skip it.
+    trials = _edge_study(make_trial, EDGE_MB + 1, over_budget=False)
+    profile = _build(trials)
+    _assert_selectable(profile)
+    assert 1 not in {t.measured.trial for t in profile.tiers if t.measured}
+
+
+@pytest.mark.parametrize(
+    ("study_peak", "confirmed_runs", "fast_is_default"),
+    [
+        (EDGE_MB - 50, [EDGE_MB - 60, EDGE_MB + 1], False),  # confirmed higher: across, out
+        (EDGE_MB - 50, [EDGE_MB - 60, EDGE_MB], True),  # confirmed higher, still at the edge
+        (EDGE_MB + 10, [EDGE_MB - 20, EDGE_MB - 10], True),  # confirmed lower: across, in
+    ],
+)
+def test_confirmed_peaks_decide_the_tier(
+    make_trial: MakeTrial, study_peak: float, confirmed_runs: list[float], fast_is_default: bool
+) -> None:
+    trials = _edge_study(make_trial, study_peak, over_budget=over_budget(study_peak))
+    confirmed = {"1": confirmation(trials[1], confirmed_runs)}
+    profile = _build(apply_confirmations(trials, confirmed), confirmed={1})
+    _assert_selectable(profile)
+    default = profile.tier(profile.default_tier)
+    assert default.measured is not None and (default.measured.trial == 1) is fast_is_default
+    if fast_is_default:
+        assert default.min_vram_free_mb == max(confirmed_runs) + VRAM_MARGIN_MB
+
+
+def test_a_confirmed_peak_over_the_edge_is_caught_whatever_constraint_was_stored(
+    make_trial: MakeTrial,
+) -> None:
+    # The tier's need is re-checked on the confirmed peaks, not taken from the stored constraint
+    # (here one written by the older peak - budget rule) nor from a vram_mb below the runs' max.
+    trials = _edge_study(make_trial, EDGE_MB - 50, over_budget=False)
+    c = confirmation(trials[1], [EDGE_MB - 60, EDGE_MB + 1])
+    c["metrics"]["vram_mb"] = EDGE_MB - 60
+    c["over_budget_mb"] = (EDGE_MB - 60) - BUDGET_MB
+    profile = _build(apply_confirmations(trials, {"1": c}), confirmed={1})
+    _assert_selectable(profile)
+    assert 1 not in {t.measured.trial for t in profile.tiers if t.measured}
+
+
+@pytest.mark.parametrize("fraction", [0.75, 0.5])
+def test_lower_tiers_cap_the_need_at_their_fraction_of_the_budget(
+    make_trial: MakeTrial, fraction: float
+) -> None:
+    cap = BUDGET_MB * fraction
+    at_cap = cap - VRAM_MARGIN_MB
+    trials = [
+        make_trial(20, 900, 150, 0),
+        make_trial(80, 200, EDGE_MB, 31, n_ctx=4096),
+        make_trial(60, 300, at_cap + 1, 24),  # its need is 1 MB over the cap
+        make_trial(50, 350, at_cap, 22),  # its need is the cap
+    ]
+    name = {0.75: "balanced", 0.5: "low_vram"}[fraction]
+    profile = _build(trials, tier_fractions=(1.0, fraction))
+    _assert_selectable(profile)
+    tier = profile.tier(name)
+    assert tier.measured is not None and tier.measured.trial == 3
+    assert tier.min_vram_free_mb == cap
+
+
+def test_every_export_near_the_boundary_keeps_the_default_tier_selectable(
+    make_trial: MakeTrial,
+) -> None:
+    # Peaks within a few MB of each tier's edge; each export re-measures five of them a few MB
+    # higher or lower. Whatever is picked, the tiers stay selectable under their caps.
+    rng = random.Random(9)
+    trials = [make_trial(20, 900, 150, 0)]
+    edges = [BUDGET_MB * f - VRAM_MARGIN_MB for f in FRACTIONS.values()]
+    for i in range(30):
+        peak = rng.choice(edges) + rng.randint(-3, 3)
+        tok_s, ttft = rng.uniform(30, 90), rng.uniform(100, 900)
+        trials.append(
+            make_trial(
+                tok_s, ttft, peak, 10 + i % 22, n_batch=32 + i, over_budget=over_budget(peak)
+            )
+        )
+    for _ in range(10):
+        pick = rng.sample(trials[1:], 5)
+        confirmed = {
+            str(t.number): confirmation(
+                t, [t.user_attrs["metrics"]["vram_mb"] + rng.randint(-3, 3) for _ in range(2)]
+            )
+            for t in pick
+        }
+        numbers = {t.number for t in pick}
+        _assert_selectable(_build(apply_confirmations(trials, confirmed), confirmed=numbers))
+
+
+@pytest.mark.parametrize(("spread_mb", "noted"), [(VRAM_MARGIN_MB / 2, False), (129.0, True)])
+def test_a_confirmed_spread_over_half_the_margin_is_noted(
+    make_trial: MakeTrial, spread_mb: float, noted: bool
+) -> None:
+    t = make_trial(80, 200, 5000, 31)
+    confirmed = {str(t.number): confirmation(t, [5000.0, 5000.0 + spread_mb, 5010.0])}
+    profile = _build(apply_confirmations([t], confirmed), confirmed={t.number})
+    note = profile.tier("performance").note
+    assert ("margin may be too small" in note) is noted
+    if noted:
+        assert f"spread by {spread_mb:.0f} MB" in note and "3 processes" in note
+
+
+CONVERSATION = {
+    "turns_kept": 10,
+    "max_tokens": 512,
+    "steady_state_tokens": 3500,
+    "worst_case_tokens": 6900,
+    "min_ctx": 2048,
+    "min_ctx_rule": "user",
+}
+
+
+def test_a_profile_with_the_apps_conversation_is_version_2(gpu_trials: list[FrozenTrial]) -> None:
+    profile = _build(gpu_trials, conversation=CONVERSATION)
+    assert profile.version == 2
+    assert profile.conversation is not None and profile.conversation.min_ctx == 2048
+    assert "conversation:" in profile_to_yaml(profile)
+
+
+def test_a_profile_without_a_conversation_stays_version_1(gpu_profile: Profile) -> None:
+    assert gpu_profile.version == 1 and gpu_profile.conversation is None
+    assert "conversation" not in profile_to_yaml(gpu_profile)
+
+
+def test_a_tier_below_the_conversations_floor_is_refused(gpu_trials: list[FrozenTrial]) -> None:
+    with pytest.raises(ProfileError, match="context floor"):
+        _build(gpu_trials, conversation={**CONVERSATION, "min_ctx": 4096})
+
+
+def test_a_tier_fraction_over_the_budget_is_refused(gpu_trials: list[FrozenTrial]) -> None:
+    with pytest.raises(ProfileError, match="tier fractions"):
+        _build(gpu_trials, tier_fractions=(1.2, 1.0))

@@ -19,7 +19,24 @@ def test_default_space_resolves_for_the_model_and_machine() -> None:
     assert space.n_ctx_choices == (1024, 2048, 4096, 8192)  # 700 tokens needed
     s2 = resolve(cfg, Machine(16, 33, True, min_ctx=1500))
     assert s2.n_ctx_choices == (2048, 4096, 8192)
-    assert any("dropped" in n for n in s2.notices)
+    assert any("not searched: below the context floor (1500)" in n for n in s2.notices)
+
+
+def test_a_profile_below_the_floor_keeps_its_n_ctx_and_a_start_point_is_raised() -> None:
+    from tuner.baselines import starting_trials
+
+    cfg = load_search_space_config(default_config("search_space.yaml"))
+    space = resolve(cfg, Machine(16, 33, True, min_ctx=4096))
+    assert space.n_ctx_choices == (4096, 8192)
+    app = {"n_gpu_layers": 35, "n_ctx": 2048, "n_batch": 256, "n_threads": 6}
+    assert space.fit_baseline(app)["n_ctx"] == 2048  # measured as the app runs it
+    assert space.fit_baseline({**app, "n_ctx": 3000})["n_ctx"] == 3000
+    assert space.fit_baseline({**app, "n_ctx": 5000})["n_ctx"] == 8192  # above: onto the grid
+    plan = starting_trials(space, {"balanced": app}, {"mine": {**app, "n_batch": 512}})
+    assert [(p["n_ctx"], a) for p, a in plan] == [
+        (2048, {"baseline": "balanced"}),
+        (4096, {"start": "mine"}),
+    ]
 
 
 def test_sampled_values_stay_in_bounds() -> None:
@@ -75,7 +92,7 @@ def test_baseline_is_fitted_to_the_grid() -> None:
 
 def test_workload_larger_than_every_ctx_choice_is_explained(tmp_path: Path) -> None:
     cfg = load_search_space_config(default_config("search_space.yaml"))
-    with pytest.raises(UserError, match="needs 9000 tokens of context"):
+    with pytest.raises(UserError, match="context floor is 9000 tokens"):
         resolve(cfg, Machine(2, 31, False, min_ctx=9000))
 
 

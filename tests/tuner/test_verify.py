@@ -34,10 +34,10 @@ def measured_tok_s(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 QUICK_WORKLOAD = (
-    "version: 1\n"
+    "version: 2\n"
     "system_prompt: Tu es Kira, une assistante virtuelle concise.\n"
     "message: Tu peux me donner une idée de musique ?\n"
-    "max_tokens: 16\n"
+    "gen_tokens: 16\n"
     "repeats: 2\n"
 )
 

@@ -39,7 +39,7 @@ def export(
         from tuner.confirm import Remeasure, confirm
 
         model = Path(s.user_attrs.get("model", {}).get("path", ""))
-        workload = s.user_attrs.get("workload_spec")
+        workload = s.user_attrs.get("confirm_spec", s.user_attrs.get("workload_spec"))
         if not model.is_file() or workload is None:
             raise UserError(
                 f"cannot re-measure: the model file {model} is gone or the study has no "

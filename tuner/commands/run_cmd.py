@@ -21,7 +21,17 @@ def run(
         None, "--model", "-m", help="GGUF model file (default: the SmolLM2-135M demo model)"
     ),
     trials: int = typer.Option(50, "--trials", "-n", help="Total trials the study should hold"),
-    vram_budget: str = typer.Option("6GB", "--vram-budget", help="VRAM limit, e.g. 6GB, 5000MB"),
+    vram_budget: str = typer.Option(
+        "6GB",
+        "--vram-budget",
+        help="VRAM the LLM may use on the target card, e.g. 6GB, 5000MB (docs/desktop-mate.md)",
+    ),
+    min_ctx: str | None = typer.Option(
+        None,
+        "--min-ctx",
+        help="Context floor: N tokens, or 'worst' (every kept reply at max_tokens); default: "
+        "the smallest n_ctx choice that holds the app's steady-state turn",
+    ),
     storage: str = typer.Option(
         DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"
     ),
@@ -55,6 +65,7 @@ def run(
         model=model,
         trials=trials,
         vram_budget_mb=parse_size_mb(vram_budget),
+        min_ctx=min_ctx,
         storage=storage,
         study_name=study,
         search_space=search_space,

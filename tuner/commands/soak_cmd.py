@@ -1,4 +1,5 @@
-"""`dm-tune soak`: a long chat with one tier of a profile; exit 1 on a leak or an overflow."""
+"""`dm-tune soak`: long chats with one tier of a profile; exit 1 on a leak or an overflow
+that the history helper doesn't prevent."""
 
 from __future__ import annotations
 
@@ -28,23 +29,43 @@ def soak(
         ),
     ] = None,
     max_tokens: Annotated[
-        int, typer.Option("--max-tokens", help="The app's max_tokens (for the n_ctx check)")
-    ] = 512,
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="The app's max_tokens: the room the helper keeps for a reply (default: the "
+            "profile's conversation, else the workload's app.max_tokens)",
+        ),
+    ] = None,
     reply_tokens: Annotated[
         int, typer.Option("--reply-tokens", help="Cap on each soak reply (typical length)")
     ] = 60,
+    long_replies: Annotated[
+        bool,
+        typer.Option(
+            "--long-replies",
+            help="Make every reply --reply-tokens long (no end-of-sequence token) so the "
+            "context fills deterministically",
+        ),
+    ] = False,
     history_turns: Annotated[
-        int, typer.Option("--history-turns", help="Turns of history sent (the app's context_limit)")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--history-turns",
+            help="Interactions of history the app sends, its context_limit (default: the "
+            "profile's conversation, else the workload's app.turns_kept)",
+        ),
+    ] = None,
     workload: Annotated[
         Path, typer.Option("--workload", help="System prompt, template and first history")
     ] = DEFAULT_WORKLOAD,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds for the whole soak")
+        float, typer.Option("--timeout", help="Seconds for each of the two conversations")
     ] = 3600.0,
 ) -> None:
-    """Chat with the app's prompt format and settings in one process; report RSS/VRAM and
-    latency at messages 10/50/100, flag memory growth (a leak) and prompts that can't fit n_ctx."""
+    """Chat twice with the app's prompt format and settings, each in one process: the app as it
+    is (its five Llama keys, the last interactions) and the app with fit_history (the whole
+    tier). Report where the first overflows n_ctx, both steady-state first-token latencies, and
+    RSS/VRAM at messages 10/50/100 of the second; fail on a leak or an overflow with the helper."""
     from tuner.soak import render, soak_profile
 
     report = soak_profile(
@@ -54,6 +75,7 @@ def soak(
         tier=tier,
         max_tokens=max_tokens,
         reply_tokens=reply_tokens,
+        long_replies=long_replies,
         history_turns=history_turns,
         workload=workload,
         timeout_s=timeout,
