@@ -5,9 +5,11 @@
 #   phase2: wait for the study (or resume it from .devcarry/gpu.db on a fresh machine), then
 #           re-measure the profiles (scripts/bench_profiles.py) and verify the exported profile.
 #   phase3: record the sampler benchmark's GPU grid (scripts/record_grid.py), then verify.
+#   issue9: (run 4) one command: build, write a 13B-class (Llama-2-13B-shaped) Q4_0 GGUF, run the
+#           study with a 6 GB budget, confirm and export before the 10-minute limit.
 # Results go to $OUT (gpu.db, logs, JSON) and are written up in docs/benchmarks/gpu.md.
 set -uo pipefail
-phase="${1:?phase1|phase2|phase3|reexport|verify}"
+phase="${1:?phase1|phase2|phase3|reexport|verify|issue9}"
 T0=$(date +%s)
 W=/tmp/gpu; mkdir -p "$W" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD DM_TUNE_CACHE=/tmp/dmcache PYTHONUNBUFFERED=1
@@ -23,7 +25,66 @@ prepare() {
   cat /proc/meminfo | head -1; sync; cat "$MODEL" > /dev/null  # into the page cache
 }
 collect() { cp "$W/gpu.db" "$OUT/" 2>/dev/null; cp "$W/run.log" "$OUT/" 2>/dev/null; cp "$W"/profiles/*.yaml "$OUT/" 2>/dev/null; true; }
-if [ "$phase" = phase1 ]; then
+if [ "$phase" = issue9 ]; then
+  # Issue 9's case: a 13B-class Q4_0 (7.4 GB, larger than the budget) with --vram-budget 6GB.
+  # Layout of the 600 s a device command may run: the GGUF is written (and hashed, as dm-tune
+  # would) while llama-cpp-python builds; the study is stopped cleanly (SIGINT: trials kept) at
+  # STUDY_END_S unless it is already confirming; then `dm-tune export --confirm` finishes the
+  # job; at END_S whatever runs is stopped and a profile is exported from the study's numbers.
+  MODEL=$W/llama2-13b-shape.Q4_0.gguf
+  DB=sqlite:///$W/issue9.db
+  LOG=$W/run.log; TL=$OUT/timeline.txt
+  STUDY_END_S=${STUDY_END_S:-400}; END_S=${END_S:-565}
+  at() { echo "+$(( $(date +%s) - T0 )) s: $*" | tee -a "$TL"; }
+  { nvidia-smi; nproc; free -g; python3 --version; } > "$OUT/machine.txt" 2>&1
+  if [ ! -f "$MODEL" ]; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/pre-site .devcarry/wheels/*.whl 2>/dev/null
+    (export PYTHONPATH=/tmp/pre-site:$PWD
+     python3 scripts/make_gguf.py "$MODEL" --shape mistral-7b --blocks 40 --hidden 5120 --ffn 13824 \
+       --heads 40 --kv-heads 40 --context-length 4096 --quant Q4_0 --tokenizer-from "$DM_TUNE_TOKENIZER_GGUF"
+     python3 -c "from pathlib import Path; from tuner.model_file import sha256_cached as h; print('sha256', h(Path('$MODEL')))"
+    ) > "$W/gguf.log" 2>&1 &
+    gpid=$!
+  fi
+  [ -n "${SKIP_BUILD:-}" ] || bash .devcarry/build_cuda.sh 2>&1 | tail -3 | tee -a "$TL"
+  [ -n "${gpid:-}" ] && wait "$gpid"; cat "$W/gguf.log" >> "$TL" 2>/dev/null
+  at "built, GGUF written: $(ls -l "$MODEL" | awk '{print $5}') bytes"
+  RUN9=(python3 -m tuner.cli run --model "$MODEL" --trials "${TRIALS:-40}" --vram-budget 6GB
+        --storage "$DB" --profile-dir "$W/profiles" --seed 0 --confirm 2 --confirm-runs 1)
+  EXPORT9=(python3 -m tuner.cli export --storage "$DB" --profile-dir "$W/profiles")
+  echo "\$ ${RUN9[*]}" > "$LOG"
+  # a background job of a script ignores SIGINT; let Python turn it into KeyboardInterrupt again
+  python3 -c 'import os,signal,sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+    "${RUN9[@]}" >> "$LOG" 2>&1 &
+  pid=$!; at "study started (pid $pid)"
+  alive() { [ -e "/proc/$pid" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null; }
+  stop() {  # SIGINT, then wait up to 20 s for a clean exit
+    kill -INT "$pid" 2>/dev/null; local i=0
+    while alive && [ $i -lt 20 ]; do sleep 1; i=$((i + 1)); done
+    alive && kill -KILL "$pid" 2>/dev/null
+  }
+  now() { echo $(( $(date +%s) - T0 )); }
+  while alive && [ "$(now)" -lt "$STUDY_END_S" ]; do sleep 2; done
+  if alive && ! grep -q '^Confirming\|^Profile written' "$LOG"; then
+    at "study stopped at its deadline (SIGINT)"; stop
+    if ! grep -q '^Profile written' "$LOG"; then
+      echo "\$ ${EXPORT9[*]} --confirm 2 --confirm-runs 1" >> "$LOG"
+      python3 -c 'import os,signal,sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+        "${EXPORT9[@]}" --confirm 2 --confirm-runs 1 >> "$LOG" 2>&1 &
+      pid=$!; at "export with confirmation started (pid $pid)"
+    fi
+  fi
+  while alive && [ "$(now)" -lt "$END_S" ]; do sleep 2; done
+  if alive; then at "stopped at the end of the time (SIGINT)"; stop; fi
+  wait "$pid"; at "exit status $? (pid $pid)"
+  cp "$W/issue9.db" "$LOG" "$OUT/" 2>/dev/null
+  if ! ls "$W"/profiles/*.yaml > /dev/null 2>&1; then
+    at "no profile yet: export from the study's numbers (no confirmation)"
+    echo "\$ ${EXPORT9[*]}" >> "$LOG"; timeout 20 "${EXPORT9[@]}" >> "$LOG" 2>&1
+  fi
+  cp "$W/issue9.db" "$LOG" "$OUT/" 2>/dev/null; cp "$W"/profiles/*.yaml "$OUT/" 2>/dev/null
+  at "collected"
+elif [ "$phase" = phase1 ]; then
   { nvidia-smi; nproc; free -g; } > "$OUT/machine.txt" 2>&1
   prepare
   echo "prepared at +$(( $(date +%s) - T0 )) s"

@@ -394,6 +394,10 @@ def test_the_apps_profile_is_re_measured_side_by_side_and_one_below_the_floor_ne
     assert prof.conversation.min_ctx == 256 and prof.conversation.turns_kept == 1
     assert all(t.llama.n_ctx >= 256 for t in prof.tiers)
     assert tiny.number not in prof.provenance.trials
+    cost = prof.conversation.floor_cost  # what the floor cost, recorded in the profile
+    assert cost is not None and cost["best_below_floor"]["trial"] == tiny.number
+    assert cost["best_below_floor"]["n_ctx"] == 128
+    assert "What the floor cost" in r.output
     # before/after: the app's profile was measured in the same session, interleaved
     ref = study.user_attrs["reference_runs"]["1"]
     assert ref["status"] == "ok" and ref["trial"] == 0 and ref["runs"] == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from tuner.confirm import (
     REFERENCE,
@@ -17,9 +18,10 @@ from tuner.confirm import (
     reference_trial,
 )
 from tuner.errors import UserError
-from tuner.profile import Profile, ProfileError, write_profile
+from tuner.profile import Measured, Profile, ProfileError, write_profile
 from tuner.profile_build import build_profile
 from tuner.progress import describe_settings
+from tuner.report import floor_cost
 
 Echo = Callable[[str], None]
 MAX_CONFIRM_ROUNDS = 3
@@ -101,6 +103,30 @@ def _compare_to_baseline(study: optuna.Study, tier: Any, echo: Echo) -> None:
     )
 
 
+def _figures(m: Measured) -> str:
+    """A tier's steady-state figures, then the next turn's and the early turn's when known."""
+    out = f"steady-state turn {m.gen_tok_s.median:.1f} tok/s, first token {m.ttft_ms.median:.0f} ms"
+    extra = []
+    if m.warm_ttft_ms is not None:
+        extra.append(f"next turn {m.warm_ttft_ms.median:.0f} ms")
+    if m.early_ttft_ms is not None:
+        early = f"early turn {m.early_ttft_ms:.0f} ms"
+        if m.early_gen_tok_s is not None:
+            early += f", {m.early_gen_tok_s:.1f} tok/s"
+        extra.append(early)
+    return out + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _conversation(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any] | None:
+    """The profile's `conversation`: the study's context floor and what it cost (study
+    figures on both sides: the app's profiles below the floor are not re-measured)."""
+    floor = study.user_attrs.get("context_floor")
+    if floor is None:
+        return None  # a study made before the floor: a version 1 profile
+    cost = floor_cost(trials)
+    return {**floor, **({"floor_cost": cost} if cost else {})}
+
+
 def export_profile(
     study: optuna.Study,
     *,
@@ -137,7 +163,7 @@ def export_profile(
                 budget_mb=float(attrs["settings"]["vram_budget_mb"]),
                 prefer=prefer,
                 gpu_present=gpu_present,
-                conversation=attrs.get("context_floor"),
+                conversation=_conversation(study, study.get_trials(deepcopy=False)),
             )
         except ProfileError as exc:
             raise UserError(str(exc)) from None
@@ -173,11 +199,7 @@ def export_profile(
     for tier in profile.tiers:
         mark = " (default)" if tier.name == profile.default_tier else ""
         meas = tier.measured
-        perf = (
-            f"{meas.gen_tok_s.median:.1f} tok/s, {meas.ttft_ms.median:.0f} ms"
-            if meas is not None
-            else "not measured"
-        )
+        perf = _figures(meas) if meas is not None else "not measured"
         echo(
             f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
             f"{describe_settings(tier.llama.kwargs())} | {perf}"

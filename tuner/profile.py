@@ -80,6 +80,8 @@ class Conversation(_Strict):
     worst_case_tokens: int = Field(ge=1)  # every kept reply max_tokens long, + max_tokens
     min_ctx: int = Field(ge=1)
     min_ctx_rule: Literal["steady", "worst", "user"]
+    # best tok/s at the floor vs below it (the app's own profiles below it), when measured
+    floor_cost: dict[str, dict[str, float | int | None]] | None = None
 
 
 # The keys Desktop-Mate passes to Llama(...) (src/ai/config.py); the rest of a tier is dropped.
@@ -126,6 +128,9 @@ class Measured(_Strict):
     gen_tok_s: Stat
     ttft_ms: Stat
     warm_ttft_ms: Stat | None = None
+    # the early turn (3 interactions of history), medians; measured by the confirmation runs
+    early_ttft_ms: float | None = Field(default=None, ge=0)
+    early_gen_tok_s: float | None = Field(default=None, ge=0)
     vram_mb: float | None = Field(default=None, ge=0)  # peak over the trial; null without a GPU
     # median and spread of the per-process peaks when re-measured in fresh processes
     vram: Stat | None = None

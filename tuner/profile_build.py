@@ -118,9 +118,15 @@ def _measured(t: FrozenTrial) -> Measured:
         gen_tok_s=Stat(median=float(m["gen_tok_s"]), cv=float(m.get("gen_tok_s_cv", 0.0))),
         ttft_ms=Stat(median=float(m["ttft_ms"]), cv=float(m.get("ttft_ms_cv", 0.0))),
         warm_ttft_ms=None if warm_median is None else Stat(median=warm_median, cv=cv(warm)),
+        early_ttft_ms=_opt(m.get("early_ttft_ms")),
+        early_gen_tok_s=_opt(m.get("early_gen_tok_s")),
         vram_mb=_vram(t),
         vram=_vram_stat(m),
     )
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None else round(float(v), 2)
 
 
 def _vram_stat(m: dict[str, Any]) -> Stat | None:
@@ -177,8 +183,9 @@ def _cpu_tier(t: FrozenTrial, *, measured: bool, prefer: str, cpu: str, source: 
     else:
         description = f"the {source} tier's settings with every layer on the CPU"
         note = (
-            f"not measured: no trial ran with n_gpu_layers 0; these are trial {t.number}'s "
-            "settings with n_gpu_layers 0. Add 0 to the n_gpu_layers range to measure it."
+            f"not measured: no completed trial with n_gpu_layers 0 is within the budget and the "
+            f"context floor; these are trial {t.number}'s settings with n_gpu_layers 0. Run more "
+            "trials (with 0 in the n_gpu_layers range) to measure one."
         )
     return Tier(
         name=CPU_TIER,

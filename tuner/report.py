@@ -81,15 +81,10 @@ def render_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]:
-    """The context floor, its token counts, and what it cost: the best tok/s at the floor vs the
-    best measured below it (the app's own profiles below the floor, measured as infeasible)."""
-    lines = [
-        f"Context floor: n_ctx >= {floor.min_ctx} ({floor.min_ctx_rule}). The app's "
-        f"steady-state turn ({floor.turns_kept} interactions + a {floor.max_tokens}-token reply) "
-        f"needs {floor.steady_state_tokens} tokens; with every reply at {floor.max_tokens} "
-        f"tokens, {floor.worst_case_tokens}."
-    ]
+def floor_cost(trials: Sequence[FrozenTrial]) -> dict[str, Any] | None:
+    """What the context floor cost: the best tok/s at the floor (feasible trials) vs the best
+    measured below it (the app's own profiles below the floor, within the VRAM budget); None
+    when nothing below the floor was measured. The profile's `conversation.floor_cost`."""
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
     below = [
         t
@@ -98,15 +93,37 @@ def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]
         and t.constraints.get(CONSTRAINT_KEY, 0.0) <= 0
     ]
     at = [t for t in done if all(v <= 0 for v in t.constraints.values())]
-    if below and at:
-        b = max(below, key=lambda t: t.values[0])
-        a = max(at, key=lambda t: t.values[0])
-        n_ctx = (b.user_attrs.get("llama_kwargs") or {}).get("n_ctx")
-        turns = (b.user_attrs.get("metrics") or {}).get("history_turns")
+    if not below or not at:
+        return None
+    b = max(below, key=lambda t: t.values[0])
+    a = max(at, key=lambda t: t.values[0])
+    return {
+        "best_at_floor": {"trial": a.number, "gen_tok_s": round(float(a.values[0]), 2)},
+        "best_below_floor": {
+            "trial": b.number,
+            "gen_tok_s": round(float(b.values[0]), 2),
+            "n_ctx": int((b.user_attrs.get("llama_kwargs") or {}).get("n_ctx", 0)),
+            "history_turns": (b.user_attrs.get("metrics") or {}).get("history_turns"),
+        },
+    }
+
+
+def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]:
+    """The context floor, its token counts, and what it cost (floor_cost)."""
+    lines = [
+        f"Context floor: n_ctx >= {floor.min_ctx} ({floor.min_ctx_rule}). The app's "
+        f"steady-state turn ({floor.turns_kept} interactions + a {floor.max_tokens}-token reply) "
+        f"needs {floor.steady_state_tokens} tokens; with every reply at {floor.max_tokens} "
+        f"tokens, {floor.worst_case_tokens}."
+    ]
+    cost = floor_cost(trials)
+    if cost is not None:
+        a, b = cost["best_at_floor"], cost["best_below_floor"]
         lines.append(
-            f"What the floor cost: best {a.values[0]:.1f} tok/s at the floor (#{a.number}) vs "
-            f"{b.values[0]:.1f} tok/s below it (#{b.number}, n_ctx {n_ctx}, measured with "
-            f"{turns} of {floor.turns_kept} interactions: it would overflow in the app)."
+            f"What the floor cost: best {a['gen_tok_s']:.1f} tok/s at the floor (#{a['trial']}) "
+            f"vs {b['gen_tok_s']:.1f} tok/s below it (#{b['trial']}, n_ctx {b['n_ctx']}, "
+            f"measured with {b['history_turns']} of {floor.turns_kept} interactions: it would "
+            "overflow in the app)."
         )
     return lines
 

@@ -434,7 +434,14 @@ def _overflow_cell(c: Chat) -> str:
 def _comparison(r: SoakReport) -> list[str]:
     def kept(c: Chat) -> str:
         ks = [t.kept for t in c.turns]
-        return f"{min(ks)}-{max(ks)} interactions" if ks else "-"
+        if not ks:
+            return "-"
+        n = str(ks[0]) if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}"
+        return f"{n} interactions"
+
+    def prompts(c: Chat) -> str:
+        xs = [t.prompt_tokens for t in c.turns if t.steady]
+        return f"median {statistics.median(xs):.0f} tokens" if xs else "-"
 
     rows = [
         ("", r.app.label, r.helper.label),
@@ -455,6 +462,7 @@ def _comparison(r: SoakReport) -> list[str]:
         ),
         ("overflow", _overflow_cell(r.app), _overflow_cell(r.helper)),
         ("first token, steady", r.app.ttft_summary(), r.helper.ttft_summary()),
+        ("prompt, steady", prompts(r.app), prompts(r.helper)),
         (
             "largest prompt",
             f"{r.app.max_prompt_tokens} tokens",
