@@ -183,3 +183,42 @@ def test_selected_keys_load_in_real_llama_cpp(
     llm = Llama(model_path=str(demo_model), **keys, verbose=False)
     assert llm.n_ctx() == 512
     llm.close()
+
+
+CONVERSATION = {
+    "turns_kept": 10,
+    "max_tokens": 512,
+    "steady_state_tokens": 1900,
+    "worst_case_tokens": 6650,
+    "min_ctx": 2048,
+    "min_ctx_rule": "user",
+}
+
+
+def test_the_loader_reads_version_1_and_version_2(profile_path: Path) -> None:
+    assert load_profile(profile_path).version == 1  # an older profile: no conversation
+    _tamper(profile_path, lambda d: d.update(version=2, conversation=dict(CONVERSATION)))
+    p = load_profile(profile_path)
+    assert p.version == 2 and p.conversation is not None and p.conversation.min_ctx == 2048
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(version=2), "a version 2 profile needs its 'conversation'"),
+        (
+            lambda d: d.update(version=2, conversation={**CONVERSATION, "min_ctx": 4096}),
+            "has n_ctx below the profile's context floor (4096)",
+        ),
+        (
+            lambda d: d.update(version=2, conversation={**CONVERSATION, "min_ctx_rule": "x"}),
+            "'conversation.min_ctx_rule'",
+        ),
+    ],
+)
+def test_a_version_2_profile_keeps_its_context_floor(
+    profile_path: Path, edit: object, message: str
+) -> None:
+    _tamper(profile_path, edit)
+    with pytest.raises(ProfileError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        load_profile(profile_path)
