@@ -112,7 +112,7 @@ def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]
     """The context floor, its token counts, and what it cost (floor_cost)."""
     lines = [
         f"Context floor: n_ctx >= {floor.min_ctx} ({floor.min_ctx_rule}). The app's "
-        f"steady-state turn ({floor.turns_kept} interactions + a {floor.max_tokens}-token reply) "
+        f"steady-state turn ({floor.turns_kept} interaction(s) + a {floor.max_tokens}-token reply) "
         f"needs {floor.steady_state_tokens} tokens; with every reply at {floor.max_tokens} "
         f"tokens, {floor.worst_case_tokens}."
     ]
