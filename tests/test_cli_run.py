@@ -177,7 +177,14 @@ def test_ctrl_c_keeps_the_study_and_a_rerun_continues(
         f"sqlite:///{db}",
     ]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        # as in a terminal: a runner started in the background (`cmd &`) has SIGINT ignored,
+        # and the child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdout is not None
     lines = []
