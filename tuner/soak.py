@@ -28,6 +28,7 @@ from typing import Any
 from objectives.runner import run_child
 from objectives.workload import Workload
 from tuner.errors import UserError
+from tuner.measure_lock import measurement_lock
 from tuner.paths import default_config
 from tuner.profile import APP_KEYS, Profile, ProfileError, Tier
 from tuner.profile_run import FreeVram, free_vram, open_profile, resolve_model
@@ -330,6 +331,7 @@ def soak_profile(
     history_turns: int | None = None,
     workload: Path | None = None,
     timeout_s: float = 3600.0,
+    wait: bool = True,
     echo: Echo = print,
 ) -> SoakReport:
     """Chat `messages` times with one tier twice, the app as is and the app with fit_history,
@@ -340,7 +342,8 @@ def soak_profile(
     100-message soak stays minutes long, and with `long_replies` every reply is that long.
     `history_turns` is the app's `context_limit`. Both default to the profile's
     `conversation` (version 2), else to the workload's `app` settings (10 and 512).
-    `timeout_s` applies to each conversation.
+    `timeout_s` applies to each conversation. The machine's measurement lock is held from the
+    free-VRAM reading on (`wait=False`: a UserError instead of waiting, tuner/measure_lock.py).
     """
     profile = open_profile(path)
     w = load_model(workload or default_config("workload.yaml"), Workload)
@@ -351,61 +354,62 @@ def soak_profile(
         history_turns = conv.turns_kept if conv is not None else w.app.turns_kept
     _check_options(messages, max_tokens, reply_tokens, history_turns, timeout_s)
     model_path = resolve_model(profile, model)
-    free = free_vram()
-    try:
-        chosen = pick_tier(profile, tier, free)
-    except ProfileError as exc:  # no tier of that name
-        raise UserError(str(exc)) from None
-    warnings: list[str] = []
-    if chosen.min_vram_free_mb > (free.mb or 0.0):
-        warnings.append(
-            f"tier {chosen.name} needs {chosen.min_vram_free_mb:.0f} MB free VRAM "
-            f"({free.describe()}); its figures won't be the app's"
+    with measurement_lock("dm-tune soak", f"profile {path.name}", wait=wait, echo=echo):
+        free = free_vram()
+        try:
+            chosen = pick_tier(profile, tier, free)
+        except ProfileError as exc:  # no tier of that name
+            raise UserError(str(exc)) from None
+        warnings: list[str] = []
+        if chosen.min_vram_free_mb > (free.mb or 0.0):
+            warnings.append(
+                f"tier {chosen.name} needs {chosen.min_vram_free_mb:.0f} MB free VRAM "
+                f"({free.describe()}); its figures won't be the app's"
+            )
+        extra = chosen.app_keys_warning()
+        if extra:
+            warnings.append(extra)
+        for line in warnings:
+            echo(f"warning: {line}")
+        replies = f"replies of {reply_tokens}" if long_replies else f"replies up to {reply_tokens}"
+        echo(
+            f"Soaking tier {chosen.name} of {path} on {model_path.name}: {messages} messages, "
+            f"{replies} tokens, history of {history_turns} interactions, max_tokens {max_tokens}"
         )
-    extra = chosen.app_keys_warning()
-    if extra:
-        warnings.append(extra)
-    for line in warnings:
-        echo(f"warning: {line}")
-    replies = f"replies of {reply_tokens}" if long_replies else f"replies up to {reply_tokens}"
-    echo(
-        f"Soaking tier {chosen.name} of {path} on {model_path.name}: {messages} messages, "
-        f"{replies} tokens, history of {history_turns} interactions, max_tokens {max_tokens}"
-    )
-    block = helper_block(history_turns)
+        block = helper_block(history_turns)
 
-    def spec(params: dict[str, Any], fit: dict[str, int] | None) -> dict[str, Any]:
-        return _spec(
-            model_path, params, w, messages, reply_tokens, history_turns, long_replies, fit
+        def spec(params: dict[str, Any], fit: dict[str, int] | None) -> dict[str, Any]:
+            return _spec(
+                model_path, params, w, messages, reply_tokens, history_turns, long_replies, fit
+            )
+
+        echo("  1/2 app as is: its five Llama(...) keys, the last interactions")
+        app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s)
+        echo("  2/2 app + helper: the whole tier, fit_history")
+        fit = {"max_tokens": max_tokens, "block": block}
+        helper, p = _chat("app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s)
+        context = ContextBudget(
+            n_ctx=int(p["n_ctx"]),
+            max_tokens=max_tokens,
+            history_turns=history_turns,
+            **p["parts"],
         )
-
-    echo("  1/2 app as is: its five Llama(...) keys, the last interactions")
-    app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s)
-    echo("  2/2 app + helper: the whole tier, fit_history")
-    fit = {"max_tokens": max_tokens, "block": block}
-    helper, p = _chat("app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s)
-    context = ContextBudget(
-        n_ctx=int(p["n_ctx"]),
-        max_tokens=max_tokens,
-        history_turns=history_turns,
-        **p["parts"],
-    )
-    return SoakReport(
-        profile=path,
-        model=model_path,
-        tier=chosen.name,
-        messages=messages,
-        reply_tokens=reply_tokens,
-        long_replies=long_replies,
-        history_turns=history_turns,
-        max_tokens=max_tokens,
-        block=block,
-        n_ctx=int(p["n_ctx"]),
-        context=context,
-        app=app,
-        helper=helper,
-        warnings=tuple(warnings),
-    )
+        return SoakReport(
+            profile=path,
+            model=model_path,
+            tier=chosen.name,
+            messages=messages,
+            reply_tokens=reply_tokens,
+            long_replies=long_replies,
+            history_turns=history_turns,
+            max_tokens=max_tokens,
+            block=block,
+            n_ctx=int(p["n_ctx"]),
+            context=context,
+            app=app,
+            helper=helper,
+            warnings=tuple(warnings),
+        )
 
 
 def _mb(x: float | None) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuner.measure_lock import measurement_lock, relabel
 from tuner.prepare import prepare
 from tuner.report import render_summary
 from tuner.settings import RunSettings
@@ -25,7 +26,20 @@ class TuneSummary:
 
 
 def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
+    """Everything under the machine's measurement lock (tuner/measure_lock.py), taken first:
+    the build probe measures too, and `--no-wait` must refuse before anything is written."""
+    with measurement_lock(
+        "dm-tune run",
+        f"study '{settings.study_name}'" if settings.study_name else "",
+        wait=settings.wait_for_lock,
+        echo=echo,
+    ):
+        return _tune(settings, echo)
+
+
+def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
     ctx = prepare(settings, echo)
+    relabel(f"study '{ctx.study_name}'")
     for notice in ctx.space.notices:
         echo(f"note: {notice}")
     where = f"{settings.storage} (study '{ctx.study_name}')"

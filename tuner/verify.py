@@ -20,6 +20,7 @@ from typing import Literal
 from objectives.runner import run_child
 from objectives.workload import Workload
 from tuner.errors import UserError
+from tuner.measure_lock import measurement_lock
 from tuner.paths import default_config
 from tuner.profile import Tier
 from tuner.profile_run import FreeVram, free_vram, open_profile, resolve_model
@@ -168,50 +169,56 @@ def verify_profile(
     workload: Path | None = None,
     timeout_s: float = 600.0,
     argv: list[str] | None = None,
+    wait: bool = True,
     echo: Echo = print,
 ) -> VerifyReport:
     """Re-measure every tier that fits this machine's free VRAM, `runs` fresh processes each.
 
     Each run is the study's own trial child with the study's spec shape, so the figures are
     comparable with the recorded ones as long as `workload` is the one the study used.
+    The machine's measurement lock is held from the free-VRAM reading on (`wait=False`: a
+    UserError instead of waiting for another measurement, tuner/measure_lock.py).
     """
     _check_options(runs, tolerance, repeats, timeout_s)
     workload = workload or default_config("workload.yaml")
     profile = open_profile(path)
     model_path = resolve_model(profile, model)
     w = load_model(workload, Workload)
-    free = free_vram()
-    spec_base: dict[str, object] = {
-        "model_path": str(model_path),
-        "workload": w.spec(repeats),
-    }
-    echo(
-        f"Verifying {len(profile.tiers)} tier(s) of {path} on {model_path.name}: "
-        f"{runs} run(s) each, {free.describe()}"
-    )
-    warnings = tuple(w for w in (t.app_keys_warning() for t in profile.tiers) if w)
-    for line in warnings:
-        echo(f"warning: {line}")
-    checks = []
-    for tier in profile.tiers:
-        need = tier.min_vram_free_mb
-        recorded = tier.measured.gen_tok_s.median if tier.measured is not None else None
-        if need > 0 and (free.mb is None or free.mb < need):
-            reason = f"skipped (needs {need:.0f} MB free, {free.describe()})"
-            checks.append(TierCheck(tier.name, "skipped", reason, recorded, need))
-            continue
-        checks.append(
-            _verify_tier(
-                tier,
-                spec_base,
-                runs=runs,
-                tolerance=tolerance,
-                timeout_s=timeout_s,
-                argv=argv,
-                echo=echo,
-            )
+    with measurement_lock("dm-tune verify", f"profile {path.name}", wait=wait, echo=echo):
+        free = free_vram()
+        spec_base: dict[str, object] = {
+            "model_path": str(model_path),
+            "workload": w.spec(repeats),
+        }
+        echo(
+            f"Verifying {len(profile.tiers)} tier(s) of {path} on {model_path.name}: "
+            f"{runs} run(s) each, {free.describe()}"
         )
-    return VerifyReport(path, model_path, workload, runs, tolerance, free, tuple(checks), warnings)
+        warnings = tuple(w for w in (t.app_keys_warning() for t in profile.tiers) if w)
+        for line in warnings:
+            echo(f"warning: {line}")
+        checks = []
+        for tier in profile.tiers:
+            need = tier.min_vram_free_mb
+            recorded = tier.measured.gen_tok_s.median if tier.measured is not None else None
+            if need > 0 and (free.mb is None or free.mb < need):
+                reason = f"skipped (needs {need:.0f} MB free, {free.describe()})"
+                checks.append(TierCheck(tier.name, "skipped", reason, recorded, need))
+                continue
+            checks.append(
+                _verify_tier(
+                    tier,
+                    spec_base,
+                    runs=runs,
+                    tolerance=tolerance,
+                    timeout_s=timeout_s,
+                    argv=argv,
+                    echo=echo,
+                )
+            )
+        return VerifyReport(
+            path, model_path, workload, runs, tolerance, free, tuple(checks), warnings
+        )
 
 
 def _num(x: float | None) -> str:

@@ -23,10 +23,18 @@ def export(
     ),
     confirm_runs: int = typer.Option(2, "--confirm-runs", help="Fresh processes per candidate"),
     timeout: float = typer.Option(600.0, "--trial-timeout", help="Seconds per re-measurement"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="With --confirm: exit (code 2) instead of waiting for another run"
+    ),
 ) -> None:
-    """Export the best feasible trial (and lower-VRAM tiers) to configs/profiles/<study>.yaml."""
+    """Export the best feasible trial (and lower-VRAM tiers) to configs/profiles/<study>.yaml.
+    With --confirm it measures, so it holds the machine's measurement lock; without, it only
+    reads and runs next to anything."""
+    from contextlib import nullcontext
+
     from tuner.errors import UserError
     from tuner.export import export_profile
+    from tuner.measure_lock import measurement_lock
     from tuner.study_lookup import load_existing_study
 
     if prefer not in PREFER_CHOICES:
@@ -34,25 +42,35 @@ def export(
     if confirm_k < 0 or confirm_runs < 1:
         raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
     s = load_existing_study(storage, study)
-    how = None
-    if confirm_k:
-        from tuner.confirm import Remeasure, confirm
-
-        model = Path(s.user_attrs.get("model", {}).get("path", ""))
-        workload = s.user_attrs.get("confirm_spec", s.user_attrs.get("workload_spec"))
-        if not model.is_file() or workload is None:
-            raise UserError(
-                f"cannot re-measure: the model file {model} is gone or the study has no "
-                "workload; export without --confirm"
-            )
-        how = Remeasure(runs=confirm_runs, timeout_s=timeout, model_path=model, workload=workload)
-        confirm(s, prefer=prefer, k=confirm_k, how=how, echo=lambda line: typer.echo(line))
-    export_profile(
-        s,
-        prefer=prefer,
-        out_dir=profile_dir,
-        storage=storage,
-        output=output,
-        remeasure=how,
-        echo=lambda line: typer.echo(line),
+    lock = (
+        measurement_lock(
+            "dm-tune export", f"study '{s.study_name}'", wait=not no_wait, echo=typer.echo
+        )
+        if confirm_k
+        else nullcontext()
     )
+    with lock:
+        how = None
+        if confirm_k:
+            from tuner.confirm import Remeasure, confirm
+
+            model = Path(s.user_attrs.get("model", {}).get("path", ""))
+            workload = s.user_attrs.get("confirm_spec", s.user_attrs.get("workload_spec"))
+            if not model.is_file() or workload is None:
+                raise UserError(
+                    f"cannot re-measure: the model file {model} is gone or the study has no "
+                    "workload; export without --confirm"
+                )
+            how = Remeasure(
+                runs=confirm_runs, timeout_s=timeout, model_path=model, workload=workload
+            )
+            confirm(s, prefer=prefer, k=confirm_k, how=how, echo=lambda line: typer.echo(line))
+        export_profile(
+            s,
+            prefer=prefer,
+            out_dir=profile_dir,
+            storage=storage,
+            output=output,
+            remeasure=how,
+            echo=lambda line: typer.echo(line),
+        )

@@ -56,6 +56,9 @@ def run(
         True, "--prune/--no-prune", help="Stop trials already dominated after their first answer"
     ),
     profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="Exit (code 2) instead of waiting when another run measures here"
+    ),
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
     tok/s, first-token latency and VRAM; the best settings within the budget are exported."""
@@ -81,6 +84,7 @@ def run(
         confirm_k=confirm,
         confirm_runs=confirm_runs,
         profile_dir=profile_dir,
+        wait_for_lock=not no_wait,
     )
     summary = tune(settings, echo=lambda s: typer.echo(s))
     if summary.interrupted:

@@ -61,6 +61,10 @@ def soak(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for each of the two conversations")
     ] = 3600.0,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
+    ] = False,
 ) -> None:
     """Chat twice with the app's prompt format and settings, each in one process: the app as it
     is (its five Llama keys, the last interactions) and the app with fit_history (the whole
@@ -79,6 +83,7 @@ def soak(
         history_turns=history_turns,
         workload=workload,
         timeout_s=timeout,
+        wait=not no_wait,
         echo=lambda line: typer.echo(line),
     )
     typer.echo(render(report))

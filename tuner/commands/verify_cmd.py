@@ -29,6 +29,10 @@ def verify(
         Path, typer.Option("--workload", help="The workload the study used")
     ] = DEFAULT_WORKLOAD,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per run")] = 600.0,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
+    ] = False,
 ) -> None:
     """Measure every tier that fits this machine's free VRAM again (N fresh processes each) and
     check its VRAM against min_vram_free_mb and its tok/s against the recorded median."""
@@ -42,6 +46,7 @@ def verify(
         repeats=repeats,
         workload=workload,
         timeout_s=timeout,
+        wait=not no_wait,
         echo=lambda line: typer.echo(line),
     )
     typer.echo(render(report))
