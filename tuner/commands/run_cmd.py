@@ -59,6 +59,9 @@ def run(
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
     tok/s, first-token latency and VRAM; the best settings within the budget are exported."""
+    from optuna.exceptions import StorageInternalError
+
+    from tuner.storage import storage_failure
     from tuner.tune import tune
 
     settings = RunSettings(
@@ -82,6 +85,9 @@ def run(
         confirm_runs=confirm_runs,
         profile_dir=profile_dir,
     )
-    summary = tune(settings, echo=lambda s: typer.echo(s))
+    try:
+        summary = tune(settings, echo=lambda s: typer.echo(s))
+    except StorageInternalError as exc:  # e.g. the database's disk filled up mid-run
+        raise storage_failure(exc, storage) from None
     if summary.interrupted:
         raise typer.Exit(130)
