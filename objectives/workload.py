@@ -12,6 +12,7 @@ conversation (a short history), kept as a reference figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from string import Formatter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -26,6 +27,22 @@ class Template(_Strict):
     user: str = "<|user|>\n{text}</|user|>\n"
     assistant: str = "<|assistant|>\n{text}</|assistant|>\n"
     generation_prefix: str = "<|assistant|>\n"
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> Template:
+        """Only `{text}` is filled in (str.format): anything else would fail mid-study."""
+        for name in ("system", "user", "assistant"):  # generation_prefix is used as is
+            try:
+                fields = [(f, s, c) for _, f, s, c in Formatter().parse(getattr(self, name))]
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}; write {{{{ }}}} for a literal brace") from None
+            bad = [f for f, s, c in fields if f is not None and (f, s, c) != ("text", "", None)]
+            if bad:
+                raise ValueError(
+                    f"{name} has the placeholder {{{bad[0]}}}; only {{text}} is filled in "
+                    "(write {{ }} for a literal brace)"
+                )
+        return self
 
 
 class Turn(_Strict):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +139,209 @@ def test_bad_min_ctx(chdir_tmp: Path, demo_model: Path, min_ctx: str, expected: 
     assert "Traceback" not in r.output
     assert not (chdir_tmp / "studies" / "dm-tune.db").exists()
     assert not list((chdir_tmp / "configs").glob("profiles/*.yaml"))
+
+
+# issue 10: hostile names, files that are not what they claim, set-up that used to fail late
+
+
+def _fails_after_probe(args: list[str], cwd: Path, expected: str) -> None:
+    """Like _fails_cleanly for checks that need the model's probe: its progress line is on
+    stdout, the error alone on stderr; no study is created."""
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], r.stderr
+    assert "Traceback" not in r.output
+    assert not (cwd / "studies").exists()
+    assert not list((cwd / "configs").glob("profiles/*.yaml"))
+
+
+HOSTILE_NAMES = [
+    ("../../escaped", "path separator"),
+    ("/tmp/dm-tune-absolute", "path separator"),
+    ("sub/dir/name", "path separator"),
+    ("..", "'..'"),
+    ("a..b", "'..'"),
+    ("x" * 101, "101 characters (at most 100)"),
+    ("x" * 300, "300 characters (at most 100)"),
+    ("bad\nname", "control character"),
+    ("C:name", "drive letter"),
+    ("", "empty"),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), HOSTILE_NAMES)
+def test_hostile_study_names_are_refused_before_anything_runs(
+    chdir_tmp: Path, demo_model: Path, name: str, expected: str
+) -> None:
+    deep = chdir_tmp / "a" / "b"
+    deep.mkdir(parents=True)
+    profile_dir = deep / "profiles"
+    args = ["--study", name, "--profile-dir", str(profile_dir)]
+    out = _fails_cleanly(["run", "--model", str(demo_model), *args], chdir_tmp, expected)
+    assert "study name" in out and "Checking" not in out  # refused before the probe
+    _fails_cleanly(["export", *args], chdir_tmp, expected)
+    assert sorted(p.name for p in chdir_tmp.rglob("*")) == ["a", "b"]
+    assert not Path("/tmp/dm-tune-absolute.yaml").exists()
+
+
+def test_a_hostile_study_name_in_a_real_process(tmp_path: Path, demo_model: Path) -> None:
+    cmd = [sys.executable, "-m", "tuner.cli", "run", "--model", str(demo_model)]
+    r = subprocess.run(
+        [*cmd, "--study", "../../escaped"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith("error: study name '../../escaped' contains a path separator")
+    assert len(r.stderr.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path.parent.parent / "escaped.yaml").exists()
+
+
+def test_storage_that_is_not_a_sqlite_file(chdir_tmp: Path, demo_model: Path) -> None:
+    f = chdir_tmp / "notes.db"
+    f.write_text("my notes, not a database\n")
+    args = ["--storage", f"sqlite:///{f}"]
+    _fails_cleanly(["run", "--model", str(demo_model), *args], chdir_tmp, "not a SQLite database")
+    _fails_cleanly(["export", *args], chdir_tmp, "not a SQLite database")
+    assert f.read_text() == "my notes, not a database\n"
+
+
+def test_storage_that_is_a_directory(chdir_tmp: Path, demo_model: Path) -> None:
+    d = chdir_tmp / "studies.db"
+    d.mkdir()
+    for cmd in (["run", "--model", str(demo_model)], ["export"]):
+        _fails_cleanly([*cmd, "--storage", f"sqlite:///{d}"], chdir_tmp, "points at the directory")
+    assert list(d.iterdir()) == []
+
+
+def test_the_storage_check_creates_no_folder(chdir_tmp: Path) -> None:
+    """Everything is checked (here the model, after the storage) before anything is made."""
+    url = f"sqlite:///{chdir_tmp}/new/sub/x.db"
+    _fails_cleanly(["run", "--model", "nope.gguf", "--storage", url], chdir_tmp, "model file")
+    assert not (chdir_tmp / "new").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "package"),
+    [
+        ("mysql://u:p@127.0.0.1:1/db", "MySQLdb", "pip install mysqlclient"),
+        ("mysql+pymysql://u:p@127.0.0.1:1/db", "pymysql", "pip install PyMySQL"),
+        ("postgresql://u:p@127.0.0.1:1/db", "psycopg", "pip install 'psycopg[binary]'"),
+    ],
+)
+def test_the_driver_hint_names_the_dialects_driver(
+    chdir_tmp: Path, demo_model: Path, url: str, module: str, package: str
+) -> None:
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here: no hint to show")
+    out = _fails_cleanly(["run", "--model", str(demo_model), "--storage", url], chdir_tmp, package)
+    assert "psycopg2" not in out
+
+
+@pytest.mark.parametrize("template", ["{oops}", "{0}", "{}", "{text.__class__}", "{"])
+def test_a_workload_template_with_another_placeholder(
+    chdir_tmp: Path, demo_model: Path, quick_workload: Path, template: str
+) -> None:
+    w = chdir_tmp / "w.yaml"
+    w.write_text(
+        quick_workload.read_text(encoding="utf-8") + f"template: {{user: '{template}'}}\n",
+        encoding="utf-8",
+    )
+    _fails_cleanly(
+        ["run", "--model", str(demo_model), "--workload", str(w)], chdir_tmp, "'template':", "{{"
+    )
+
+
+def test_a_start_point_with_a_wrong_type_is_refused_before_the_study(
+    chdir_tmp: Path, demo_model: Path
+) -> None:
+    b = chdir_tmp / "b.yaml"
+    b.write_text(
+        "version: 1\nprofiles:\n  p: {n_gpu_layers: 0, n_ctx: 2048, n_batch: 8, n_threads: 1}\n"
+        "starts:\n  s: {from: p, gpu_only: false, set: {n_batch: 'abc'}}\n"
+    )
+    _fails_after_probe(
+        ["run", "--model", str(demo_model), "--baselines", str(b)],
+        chdir_tmp,
+        "start 's' sets n_batch to 'abc'; it must be an integer",
+    )
+
+
+def test_a_thread_range_above_this_machines_cores(chdir_tmp: Path, demo_model: Path) -> None:
+    from tuner.hardware import detect
+
+    cores = detect().logical_cores
+    s = chdir_tmp / "space.yaml"
+    s.write_text(f"version: 1\nn_threads: {{low: {cores + 6}, high: auto}}\n")
+    _fails_after_probe(
+        ["run", "--model", str(demo_model), "--search-space", str(s)],
+        chdir_tmp,
+        f"n_threads low {cores + 6} is above the {cores} logical cores",
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "supported"),
+    [
+        ("--workload", "version: 99\nsystem_prompt: x\nmessage: y\n", "reads version 2"),
+        ("--search-space", "version: 99\n", "reads version 1"),
+        ("--baselines", "version: 99\nprofiles: {}\n", "reads version 1"),
+    ],
+)
+def test_unknown_config_versions(
+    chdir_tmp: Path, demo_model: Path, option: str, text: str, supported: str
+) -> None:
+    f = chdir_tmp / "c.yaml"
+    f.write_text(text)
+    _fails_cleanly(
+        ["run", "--model", str(demo_model), option, str(f)], chdir_tmp, "version 99", supported
+    )
+
+
+PAYLOAD = "!!python/object/apply:os.system ['touch {marker}']"
+
+
+@pytest.mark.parametrize(
+    ("option", "text"),
+    [
+        ("--workload", "version: 2\nsystem_prompt: {payload}\nmessage: y\n"),
+        ("--search-space", "version: 1\nn_threads: {payload}\n"),
+        ("--baselines", "version: 1\nprofiles: {payload}\n"),
+    ],
+)
+def test_yaml_tags_are_refused_and_never_run(
+    chdir_tmp: Path, demo_model: Path, option: str, text: str
+) -> None:
+    marker = chdir_tmp / "marker"
+    f = chdir_tmp / "c.yaml"
+    f.write_text(text.format(payload=PAYLOAD.format(marker=marker)))
+    _fails_cleanly(
+        ["run", "--model", str(demo_model), option, str(f)],
+        chdir_tmp,
+        "YAML tags are not allowed (!!python/object/apply:os.system",
+    )
+    assert not marker.exists()
+
+
+def test_yaml_tags_in_a_profile_never_run_in_a_real_process(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    p = tmp_path / "profile.yaml"
+    p.write_text("version: 2\nmodel: " + PAYLOAD.format(marker=marker) + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "profile", "select", str(p), "--free-vram", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and "YAML tags are not allowed" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not marker.exists()
+
+
+def test_trials_above_the_limit(chdir_tmp: Path, demo_model: Path) -> None:
+    _fails_cleanly(
+        ["run", "--model", str(demo_model), "--trials", "99999999999"],
+        chdir_tmp,
+        "--trials must be between 1 and 100000",
+    )

@@ -198,6 +198,10 @@ def test_ctrl_c_keeps_the_study_and_a_rerun_continues(
     assert proc.wait(timeout=60) == 130, out
     assert "Run the same command again to resume" in out
     study = _load(db)
+    finished = [
+        t for t in study.get_trials() if t.user_attrs.get("status") not in (None, "interrupted")
+    ]
+    assert f"Interrupted. {len(finished)} finished trials are kept" in out
     states = [t.state.name for t in study.get_trials()]
     assert "RUNNING" not in states
     kept = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
@@ -419,3 +423,92 @@ def test_the_apps_profile_is_re_measured_side_by_side_and_one_below_the_floor_ne
     assert ba is not None and ba.session == 1
     assert list(ba.app_values) == ref["values"]
     assert "re-measured side by side, confirmation session 1" in r.output
+
+
+def test_a_full_study_database_stops_the_run_with_one_line_and_it_resumes(
+    demo_model: Path, quick_workload: Path, small_space: Path, chdir_tmp: Path
+) -> None:
+    """The database's disk fills mid-run: SQLite's max_page_count (a per-connection limit,
+    set on every connection the run opens) stands in for a full file system."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    db = chdir_tmp / "studies" / "dm-tune.db"
+    base = _args(demo_model, quick_workload, small_space, "--no-export", "--no-baselines")
+    assert runner.invoke(app, [*base, "--trials", "1"]).exit_code == 0
+    with sqlite3.connect(db) as c:
+        pages = c.execute("PRAGMA page_count").fetchone()[0]
+
+    def full(dbapi_conn: object, _record: object) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")  # type: ignore[attr-defined]
+
+    event.listen(Engine, "connect", full)
+    try:
+        r = runner.invoke(app, [*base, "--trials", "20"])
+    finally:
+        event.remove(Engine, "connect", full)
+    assert r.exit_code == 2, r.output
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the study database"), r.stderr
+    assert "database or disk is full" in err[0] and "run the same command again" in err[0]
+    assert "Traceback" not in r.output
+    complete = [t for t in _load(db).get_trials() if t.state.name == "COMPLETE"]
+    assert len(complete) >= 1  # the first run's trial is kept
+
+    trials = _load(db).get_trials()
+    again = runner.invoke(app, [*base, "--trials", str(len(trials) + 1)])
+    assert again.exit_code == 0, again.output
+    assert "Resuming study" in again.output
+    kept = {t.number for t in _load(db).get_trials() if t.state.name == "COMPLETE"}
+    assert {t.number for t in complete} <= kept  # nothing finished was lost
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_export_reads_a_read_only_database(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    """Exported by another user (nobody, when the tests run as root, who ignores modes) from a
+    database and folder they can only read; the profile gets the umask's mode (0644 here)."""
+    import shutil
+    import tempfile
+
+    s = _settings(
+        demo_model, quick_workload, small_space, tmp_path, trials=2, child_argv=stand_in("canned")
+    )
+    tune(s, echo=lambda _: None)
+    shared = Path(tempfile.mkdtemp(prefix="dm-tune-ro-"))  # tmp_path's parents are 0700
+    try:
+        (shared / "studies").mkdir()
+        db = shared / "studies" / "s.db"
+        shutil.copy(tmp_path / "s.db", db)
+        out = shared / "profiles"
+        out.mkdir()
+        db.chmod(0o444)
+        db.parent.chmod(0o555)
+        out.chmod(0o777)
+        shared.chmod(0o755)
+        as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        if os.geteuid() != 0:
+            as_other = []
+        else:
+            assert shutil.which("setpriv"), "setpriv (util-linux) is needed to run as nobody"
+        cmd = [sys.executable, "-m", "tuner.cli", "export", "--storage", f"sqlite:///{db}"]
+        r = subprocess.run(
+            [*as_other, *cmd, "--profile-dir", str(out)],
+            capture_output=True,
+            text=True,
+            cwd=shared,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        (profile,) = out.glob("*.yaml")
+        umask = os.umask(0)
+        os.umask(umask)
+        assert profile.stat().st_mode & 0o777 == 0o666 & ~umask
+        assert sorted(p.name for p in db.parent.iterdir()) == ["s.db"]  # no journal left
+    finally:
+        db.parent.chmod(0o755)
+        shutil.rmtree(shared)

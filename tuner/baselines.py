@@ -42,6 +42,11 @@ class BaselinesConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known_profiles(self) -> BaselinesConfig:
+        if self.version != 1:
+            raise ValueError(
+                f"baselines version {self.version} is not supported (this dm-tune reads "
+                "version 1); start from configs/baselines.yaml"
+            )
         for name, start in self.starts.items():
             if start.from_ not in self.profiles:
                 raise ValueError(f"start {name!r}: no profile named {start.from_!r}")
@@ -68,7 +73,18 @@ def load_starts(path: Path | None, *, gpu_offload: bool) -> dict[str, dict[str, 
     return out
 
 
+def _kind(knob: str) -> str:
+    """What a knob's value must be, from its search-space entry: int, bool or a KV type."""
+    from tuner.search_space import Flag, IntChoices, IntRange, SearchSpaceConfig
+
+    ann = SearchSpaceConfig.model_fields[knob].annotation
+    return "int" if ann in (IntRange, IntChoices) else "bool" if ann is Flag else "kv"
+
+
 def check_start_knobs(starts: dict[str, dict[str, object]], known: set[str]) -> None:
+    """Unknown knobs and wrong types, refused before the study exists (not at enqueueing)."""
+    from objectives.llama_params import KV_TYPES
+
     for name, params in starts.items():
         unknown = sorted(set(params) - known)
         if unknown:
@@ -76,6 +92,18 @@ def check_start_knobs(starts: dict[str, dict[str, object]], known: set[str]) -> 
                 f"baselines file: start {name!r} sets unknown knob(s) {', '.join(unknown)}; "
                 f"use knobs of search_space.yaml"
             )
+        for knob, value in params.items():
+            kind = _kind(knob)
+            if kind == "int":
+                ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            elif kind == "bool":
+                ok, want = isinstance(value, bool), "true or false"
+            else:
+                ok, want = value in KV_TYPES, f"one of {', '.join(KV_TYPES)}"
+            if not ok:
+                raise UserError(
+                    f"baselines file: start {name!r} sets {knob} to {value!r}; it must be {want}"
+                )
 
 
 def starting_trials(

@@ -22,6 +22,7 @@ from tuner.profile import Measured, Profile, ProfileError, write_profile
 from tuner.profile_build import build_profile
 from tuner.progress import describe_settings
 from tuner.report import floor_cost
+from tuner.study_name import check_study_name
 
 Echo = Callable[[str], None]
 MAX_CONFIRM_ROUNDS = 3
@@ -181,7 +182,7 @@ def export_profile(
         echo(f"Confirming the tiers' settings ({len(todo)} more):")
         confirm_trials(study, todo, remeasure, echo)
         profile = build()
-    path = output or out_dir / f"{study.study_name}.yaml"
+    path = output or out_dir / f"{check_study_name(study.study_name)}.yaml"
     try:
         write_profile(path, profile)
     except OSError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 from objectives.nvml import list_gpus
 from objectives.workload import Workload
-from tuner.baselines import check_start_knobs, load_baselines, load_starts
+from tuner.baselines import check_start_knobs, load_baselines, load_starts, starting_trials
 from tuner.context_floor import ContextFloor, parse_min_ctx, resolve_floor
 from tuner.demo_model import ensure_demo_model
 from tuner.errors import UserError
@@ -21,6 +21,7 @@ from tuner.search_space import Machine, SearchSpace, load_search_space_config, r
 from tuner.selection import PREFER_CHOICES
 from tuner.settings import RunSettings
 from tuner.storage import CheckedStorage, check_storage
+from tuner.study_name import check_study_name
 from tuner.vram_guard import VramGuard
 from tuner.vram_need import free_vram_need_mb
 from tuner.vram_predict import predict_min_vram, predict_vram
@@ -84,13 +85,18 @@ class Context:
         }
 
 
+MAX_TRIALS = 100_000
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_options(s: RunSettings) -> None:
-    if s.trials < 1:
-        raise UserError(f"--trials must be at least 1 (got {s.trials})")
+    if not 1 <= s.trials <= MAX_TRIALS:
+        raise UserError(f"--trials must be between 1 and {MAX_TRIALS} (got {s.trials})")
+    if s.study_name is not None:
+        check_study_name(s.study_name)
     if s.trial_timeout_s <= 0:
         raise UserError("--trial-timeout must be above zero seconds")
     if s.latency not in ("cold", "warm"):
@@ -132,6 +138,10 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
     space = resolve(space_cfg, machine)
     starts = load_starts(s.baselines, gpu_offload=probe.gpu_offload)
     check_start_knobs(starts, set(type(space_cfg).model_fields))
+    try:  # what the study enqueues first, so nothing fails once it exists
+        starting_trials(space, baselines, starts)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"baselines file {s.baselines}: {exc}; fix the file") from None
     if hardware.gpus and not probe.gpu_offload:
         echo(
             f"warning: an NVIDIA GPU ({hardware.gpus[0].name}) is present but the installed "

@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from objectives.nvml import list_gpus
 from tuner.history_fit import fit_history as fit_history
 from tuner.model_file import sha256_cached
-from tuner.yaml_io import write_atomic
+from tuner.yaml_io import describe_yaml_error, write_atomic
 
 PROFILE_VERSION = 2
+MAX_PROFILE_BYTES = 1 << 20  # a real profile is a few KB; refused above, before parsing
 READABLE_VERSIONS = (1, 2)
 Prefer = Literal["throughput", "latency", "balanced"]
 
@@ -41,7 +42,8 @@ class ProfileError(ValueError):
 
 class _Strict(BaseModel):
     # strict: 4096.0 or "true" are wrong types here, as llama.cpp would take them differently.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: a tier needing `.inf` MB would never be selected, `.nan` always.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ModelRef(_Strict):
@@ -237,7 +239,14 @@ def load_profile(path: Path | str) -> Profile:
     """Read and validate a profile; every problem is a ProfileError with a one-line message."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PROFILE_BYTES + 1)
+        if len(raw) > MAX_PROFILE_BYTES:
+            raise ProfileError(
+                f"{path}: larger than {MAX_PROFILE_BYTES // (1 << 20)} MB, not a dm-tune profile "
+                "(they are a few KB); regenerate it with `dm-tune export`"
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ProfileError(f"profile not found: {path}; export one with `dm-tune export`") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -245,9 +254,8 @@ def load_profile(path: Path | str) -> Profile:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(f"{path}: not valid YAML{at}; fix the syntax or regenerate it") from None
+        why = describe_yaml_error(exc).split(";")[0]
+        raise ProfileError(f"{path}: {why}; fix it or regenerate it") from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping of keys at the top level (a profile)")
     version = data.get("version")

@@ -68,7 +68,7 @@ class KvChoices(_Strict):
 
 
 class SearchSpaceConfig(_Strict):
-    version: Literal[1] = 1
+    version: int = 1
     n_threads: IntRange = IntRange()
     n_batch: IntChoices = IntChoices(choices=(32, 64, 128, 256, 512, 1024))
     n_ctx: IntChoices = IntChoices(choices=(1024, 2048, 4096, 8192))
@@ -81,6 +81,15 @@ class SearchSpaceConfig(_Strict):
     n_threads_batch: IntRange = IntRange(enabled=False)
     type_k: KvChoices = KvChoices()
     type_v: KvChoices = KvChoices()
+
+    @model_validator(mode="after")
+    def _version(self) -> SearchSpaceConfig:
+        if self.version != 1:
+            raise ValueError(
+                f"search space version {self.version} is not supported (this dm-tune reads "
+                "version 1); start from configs/search_space.yaml"
+            )
+        return self
 
 
 def load_search_space_config(path: Path) -> SearchSpaceConfig:
@@ -235,9 +244,29 @@ def resolve(config: SearchSpaceConfig, machine: Machine) -> SearchSpace:
                 f"n_ctx above the model's trained context ({machine.trained_ctx}) dropped"
             )
             usable = within
+    _check_ranges(config, machine)
     if not machine.gpu_offload:
         notices.append(
             "n_gpu_layers fixed to 0: the installed llama-cpp-python cannot offload to a GPU "
             "(see `dm-tune doctor`)"
         )
     return SearchSpace(config, machine, usable, tuple(notices))
+
+
+def _check_ranges(config: SearchSpaceConfig, machine: Machine) -> None:
+    """A range whose low end is above what this machine has ('auto', or a high capped by it)
+    would fail at its first sampled trial: refuse it before the study starts."""
+    ranges = [("n_threads", machine.logical_cores, "logical cores")]
+    if config.n_threads_batch.enabled:
+        ranges.append(("n_threads_batch", machine.logical_cores, "logical cores"))
+    if machine.gpu_offload:
+        ranges.append(("n_gpu_layers", machine.layers, "offloadable layers in the model"))
+    for name, most, what in ranges:
+        r: IntRange = getattr(config, name)
+        low = most if r.low == "auto" else r.low
+        high = most if r.high == "auto" else min(r.high, most)
+        if low > high:
+            raise UserError(
+                f"search space: {name} low {low} is above the {most} {what} of this machine "
+                f"and model; lower {name}.low to at most {most} in the search space file"
+            )

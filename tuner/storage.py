@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,63 @@ class CheckedStorage:
     existed: bool  # the SQLite file was already there (so we must never delete it)
 
 
-def _writable_dir(d: Path) -> bool:
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=d):
-            pass
-        return True
-    except OSError:
-        return False
+SQLITE_MAGIC = b"SQLite format 3\x00"
+# the module a dialect's driver imports -> what to pip install
+DRIVER_PACKAGES = {
+    "psycopg2": "psycopg2-binary",
+    "psycopg": "'psycopg[binary]'",
+    "asyncpg": "asyncpg",
+    "pg8000": "pg8000",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysql": "mysql-connector-python",
+    "oracledb": "oracledb",
+    "pyodbc": "pyodbc",
+    "pymssql": "pymssql",
+}
 
 
-def check_storage(url: str) -> CheckedStorage:
-    """Validate `url` without creating a database; raise UserError naming the fix."""
+def _nearest_existing(d: Path) -> Path:
+    d = d.absolute()
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    return d
+
+
+def _check_sqlite_file(url: str, path: Path, *, read_only: bool) -> None:
+    """The file is a SQLite database we may use, or its folder can be made; creates nothing."""
+    if path.is_dir():
+        raise UserError(
+            f"storage {url!r} points at the directory {path}; name a database file inside it, "
+            f"e.g. --storage sqlite:///{path.as_posix().rstrip('/')}/dm-tune.db"
+        )
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise UserError(f"cannot read the study database {path}: {exc.strerror}") from None
+        if head and head != SQLITE_MAGIC:
+            raise UserError(
+                f"{path} is not a SQLite database; pass another file with "
+                "--storage sqlite:///PATH/dm-tune.db"
+            )
+        if not read_only and not os.access(path, os.R_OK | os.W_OK):
+            raise UserError(f"study database {path} is not writable; fix its permissions")
+        return
+    if read_only:
+        return
+    parent = _nearest_existing(path.parent)
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write to the studies directory {path.parent}; make it writable or "
+            "choose another place with --storage sqlite:///PATH/dm-tune.db"
+        )
+
+
+def check_storage(url: str, *, read_only: bool = False) -> CheckedStorage:
+    """Validate `url` without creating anything (no database, no folder); raise UserError
+    naming the fix. `read_only`: the caller only reads (export), a read-only file is fine."""
     try:
         parsed: URL = make_url(url)
     except ArgumentError:
@@ -51,13 +95,7 @@ def check_storage(url: str) -> CheckedStorage:
                 "(an in-memory database would lose the study)"
             )
         path = Path(db)
-        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-            raise UserError(f"study database {path} is not writable; fix its permissions")
-        if not path.exists() and not _writable_dir(path.parent):
-            raise UserError(
-                f"cannot write to the studies directory {path.parent}; make it writable or "
-                "choose another place with --storage sqlite:///PATH/dm-tune.db"
-            )
+        _check_sqlite_file(url, path, read_only=read_only)
         return CheckedStorage(url, path, path.exists())
     try:
         from sqlalchemy import create_engine
@@ -67,9 +105,11 @@ def check_storage(url: str) -> CheckedStorage:
             pass
         engine.dispose()
     except ModuleNotFoundError as exc:
+        module = (exc.name or "").split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module or "its driver")
         raise UserError(
-            f"the database driver for {parsed.drivername} is not installed ({exc.name}); "
-            "install it, e.g. pip install psycopg2-binary for PostgreSQL"
+            f"the database driver for {parsed.drivername} is not installed ({module}); "
+            f"install it: pip install {package}"
         ) from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -77,11 +117,24 @@ def check_storage(url: str) -> CheckedStorage:
     return CheckedStorage(url, None, True)
 
 
+def storage_failure(exc: Exception, url: str) -> UserError:
+    """A storage error in the middle of a run (disk full, database locked or gone) as one line."""
+    cause = exc.__cause__ or exc.__context__ or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    first = first.removeprefix("(sqlite3.OperationalError) ")
+    return UserError(
+        f"the study database {url} could not be written ({first}); free disk space or fix "
+        "the database, then run the same command again: finished trials are kept"
+    )
+
+
 def open_storage(checked: CheckedStorage) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with heartbeats, so a trial of a killed run is failed, not stuck."""
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    if checked.sqlite_path is not None:  # checked writable; made only now the study starts
+        checked.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         return RDBStorage(

@@ -6,11 +6,14 @@ import optuna
 
 from tuner.errors import UserError
 from tuner.storage import check_storage
+from tuner.study_name import check_study_name
 
 
 def load_existing_study(storage: str, study_name: str | None) -> optuna.Study:
     """The named study (or the only one) in `storage`; a clear error when there is none."""
-    checked = check_storage(storage)
+    if study_name is not None:
+        check_study_name(study_name)
+    checked = check_storage(storage, read_only=True)
     if checked.sqlite_path is not None and not checked.sqlite_path.exists():
         raise UserError(
             f"no study database at {checked.sqlite_path}; run `dm-tune run` first "

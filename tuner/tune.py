@@ -10,6 +10,7 @@ from tuner.measure_lock import measurement_lock, relabel
 from tuner.prepare import prepare
 from tuner.report import render_summary
 from tuner.settings import RunSettings
+from tuner.study import _counted as counted_trials
 from tuner.study import run_study
 
 Echo = Callable[[str], None]
@@ -48,7 +49,7 @@ def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
     trials = result.study.get_trials(deepcopy=False)
     if result.interrupted:
         echo(
-            f"Interrupted. {len([t for t in trials if t.state.is_finished()])} trials are kept in "
+            f"Interrupted. {len(counted_trials(trials))} finished trials are kept in "
             f"{where}. Run the same command again to resume."
         )
         return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), True, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import stat
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from tuner.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
+TMP_MARK = ".dm-tune-tmp"  # our temporary files: `.<name>.<pid>.dm-tune-tmp`
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -27,7 +28,20 @@ def describe_validation_error(exc: ValidationError) -> str:
     if err["type"] == "missing":
         return f"missing key '{where}'"
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"'{where}': {err['msg']}{more}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{msg}{more}" if not err["loc"] else f"'{where}': {msg}{more}"
+
+
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """'YAML tags are not allowed' for `!!python/...` and other tags, else 'not valid YAML'."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = str(getattr(exc, "problem", "") or "")
+    if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+        tag = problem.split("'")[1] if problem.count("'") >= 2 else "a tag"
+        tag = tag.replace("tag:yaml.org,2002:", "!!")
+        return f"YAML tags are not allowed ({tag}{at}); remove the tag"
+    return f"not valid YAML{at}; fix the syntax"
 
 
 def load_yaml(path: Path) -> Any:
@@ -37,9 +51,9 @@ def load_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}: not valid YAML{at}; fix the syntax") from None
+        raise UserError(f"{path}: {describe_yaml_error(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
 
 
 def load_model(path: Path, model: type[M]) -> M:
@@ -53,17 +67,65 @@ def load_model(path: Path, model: type[M]) -> M:
         raise UserError(f"{path}: {describe_validation_error(exc)}; fix the file") from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _umask() -> int:
+    """The process umask: read from /proc on Linux (setting it, even briefly, races threads)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate it there: keep the file
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Temp files a killed writer of `target` left behind (its pid is gone)."""
+    head = f".{target.name}."
+    for tmp in target.parent.iterdir():
+        pid = tmp.name[len(head) : -len(TMP_MARK)]
+        if not (tmp.name.startswith(head) and tmp.name.endswith(TMP_MARK) and pid.isdigit()):
+            continue
+        if int(pid) == os.getpid() or not _pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file next to the target and rename: never a half-written file.
+
+    A symlink is written through (its target is replaced, the link stays); an existing file
+    keeps its mode, a new one gets the umask's (0644 under the usual umask 022), so an app
+    running as another user can read it. Temp files of killed writers are removed."""
+    path = Path(path)
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    _remove_stale_temps(target)
+    tmp = target.parent / f".{target.name}.{os.getpid()}{TMP_MARK}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -116,6 +116,8 @@ def _tamper(path: Path, edit: object) -> Path:
         (lambda d: d["tiers"].pop(), "the last tier must be the CPU tier"),
         (lambda d: d.update(default_tier="turbo"), "default_tier 'turbo' is not one of"),
         (lambda d: d.update(quality_affecting=["type_q"]), "unknown knob 'type_q'"),
+        (lambda d: d["tiers"][0].update(min_vram_free_mb=float("inf")), "finite number"),
+        (lambda d: d["tiers"][0].update(min_vram_free_mb=float("nan")), "finite number"),
     ],
 )
 def test_tampered_profile_is_refused_with_a_one_line_message(
@@ -127,6 +129,29 @@ def test_tampered_profile_is_refused_with_a_one_line_message(
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
     assert str(exc.value).startswith(str(profile_path))
+
+
+def test_a_python_tag_is_refused_and_never_runs(profile_path: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    text = profile_path.read_text(encoding="utf-8").replace(
+        "default_tier:", f"x: !!python/object/apply:os.system ['touch {marker}']\ndefault_tier:"
+    )
+    profile_path.write_text(text, encoding="utf-8")
+    with pytest.raises(ProfileError, match="YAML tags are not allowed") as exc:
+        load_profile(profile_path)
+    assert "!!python/object/apply:os.system" in str(exc.value) and "\n" not in str(exc.value)
+    assert not marker.exists()
+
+
+def test_a_profile_above_1_mb_is_refused_before_parsing(tmp_path: Path) -> None:
+    """A YAML parser takes tens of seconds on a 60 MB file; the size alone refuses it."""
+    big = tmp_path / "big.yaml"
+    big.write_text("version: 2\n" + "# padding\n" * 120_000, encoding="utf-8")
+    with pytest.raises(ProfileError, match="larger than 1 MB"):
+        load_profile(big)
+    big.write_text("[" * 2_000_000, encoding="utf-8")  # would exhaust the parser
+    with pytest.raises(ProfileError, match="larger than 1 MB"):
+        load_profile(big)
 
 
 def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:

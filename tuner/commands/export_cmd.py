@@ -36,12 +36,19 @@ def export(
     from tuner.export import export_profile
     from tuner.measure_lock import measurement_lock
     from tuner.study_lookup import load_existing_study
+    from tuner.study_name import check_study_name
 
     if prefer not in PREFER_CHOICES:
         raise UserError(f"--prefer must be one of {', '.join(PREFER_CHOICES)} (got {prefer!r})")
     if confirm_k < 0 or confirm_runs < 1:
         raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
+    if confirm_k:  # the re-measurements are recorded in the study: it must be writable
+        from tuner.storage import check_storage
+
+        check_storage(storage)
     s = load_existing_study(storage, study)
+    if output is None:  # the study's name becomes the file name
+        check_study_name(s.study_name)
     lock = (
         measurement_lock(
             "dm-tune export", f"study '{s.study_name}'", wait=not no_wait, echo=typer.echo
@@ -52,7 +59,10 @@ def export(
     with lock:
         how = None
         if confirm_k:
+            from optuna.exceptions import StorageInternalError
+
             from tuner.confirm import Remeasure, confirm
+            from tuner.storage import storage_failure
 
             model = Path(s.user_attrs.get("model", {}).get("path", ""))
             workload = s.user_attrs.get("confirm_spec", s.user_attrs.get("workload_spec"))
@@ -64,7 +74,10 @@ def export(
             how = Remeasure(
                 runs=confirm_runs, timeout_s=timeout, model_path=model, workload=workload
             )
-            confirm(s, prefer=prefer, k=confirm_k, how=how, echo=lambda line: typer.echo(line))
+            try:
+                confirm(s, prefer=prefer, k=confirm_k, how=how, echo=lambda line: typer.echo(line))
+            except StorageInternalError as exc:
+                raise storage_failure(exc, storage) from None
         export_profile(
             s,
             prefer=prefer,

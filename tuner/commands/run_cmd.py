@@ -62,6 +62,9 @@ def run(
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
     tok/s, first-token latency and VRAM; the best settings within the budget are exported."""
+    from optuna.exceptions import StorageInternalError
+
+    from tuner.storage import storage_failure
     from tuner.tune import tune
 
     settings = RunSettings(
@@ -86,6 +89,9 @@ def run(
         profile_dir=profile_dir,
         wait_for_lock=not no_wait,
     )
-    summary = tune(settings, echo=lambda s: typer.echo(s))
+    try:
+        summary = tune(settings, echo=lambda s: typer.echo(s))
+    except StorageInternalError as exc:  # e.g. the database's disk filled up mid-run
+        raise storage_failure(exc, storage) from None
     if summary.interrupted:
         raise typer.Exit(130)
