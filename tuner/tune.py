@@ -22,6 +22,7 @@ class TuneSummary:
     total: int
     interrupted: bool
     profile: Path | None
+    exit_code: int = 0  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
@@ -37,7 +38,9 @@ def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
             f"Interrupted. {len([t for t in trials if t.state.is_finished()])} trials are kept in "
             f"{where}. Run the same command again to resume."
         )
-        return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), True, None)
+        return TuneSummary(
+            ctx.study_name, settings.storage, result.ran, len(trials), True, None, result.exit_code
+        )
     echo(render_summary(trials, settings.prefer, ctx.floor))
     profile = None
     if settings.export:

@@ -84,4 +84,4 @@ def run(
     )
     summary = tune(settings, echo=lambda s: typer.echo(s))
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code or 130)
