@@ -100,16 +100,22 @@ def _fail_orphans(study: optuna.Study) -> int:
 
 
 def _on_stale(study: optuna.Study, t: FrozenTrial) -> None:
-    """Optuna failed a trial whose run stopped its heartbeat (killed, another host)."""
-    host = (t.user_attrs.get("owner") or {}).get("host", "?")
-    storage = study._storage
-    storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
-    storage.set_trial_user_attr(
-        t._trial_id,
-        "reason",
-        f"its dm-tune run (on {host}) sent no heartbeat for {GRACE_S} s; re-run to redo it",
-    )
-    _requeue_interrupted(study)
+    """Optuna failed a trial whose run stopped its heartbeat (killed, on any host): re-run it.
+    The failed trial can't take attributes any more; its retry says why it exists."""
+    host = (t.user_attrs.get("owner") or {}).get("host", "another machine")
+    note = f"its dm-tune run (on {host}) sent no heartbeat for {GRACE_S} s"
+    if t.number not in {o.user_attrs.get("retry_of") for o in study.get_trials(deepcopy=False)}:
+        _retry(study, t, note)
+
+
+def _retry(study: optuna.Study, t: FrozenTrial, note: str | None = None) -> None:
+    attrs: dict[str, Any] = {"retry_of": t.number}
+    for k in ("baseline", "start", APP_N_CTX):
+        if k in t.user_attrs:
+            attrs[k] = t.user_attrs[k]
+    if note:
+        attrs["retry_reason"] = note
+    study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
 
 
 def _requeue_interrupted(study: optuna.Study) -> int:
@@ -118,11 +124,7 @@ def _requeue_interrupted(study: optuna.Study) -> int:
     n = 0
     for t in trials:
         if t.user_attrs.get("status") == "interrupted" and t.number not in retried:
-            attrs: dict[str, Any] = {"retry_of": t.number}
-            for k in ("baseline", "start", APP_N_CTX):
-                if k in t.user_attrs:
-                    attrs[k] = t.user_attrs[k]
-            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+            _retry(study, t)
             n += 1
     return n
 
