@@ -2,6 +2,8 @@
 
 - Linux: the child asks the kernel for SIGKILL when its parent dies (`prctl(PR_SET_PDEATHSIG)`),
   then checks that the parent it was started by is still its parent (it may have died first).
+  The kernel watches the parent *thread* that started the child: children must be started from
+  a thread that lives as long as the run (dm-tune starts them from the main thread).
 - Other POSIX systems (macOS): a daemon thread polls the parent pid; when it changes, the child
   removes its trial folder and exits.
 - Windows: the parent puts every child in one job object with
