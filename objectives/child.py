@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from objectives.lifeline import die_with_parent
 from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.measure import measure, phase
@@ -159,6 +160,7 @@ def _wait_mode() -> int:
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()  # a killed `dm-tune run` leaves no trial running
     faulthandler.enable()  # a native crash still prints where Python was
     if argv == ["--wait"]:
         return _wait_mode()

@@ -8,7 +8,9 @@ Two ways to start one (objectives.child handles both):
   (objectives.prewarm decides when). This takes interpreter start-up off a trial's critical path.
 
 Portable: a fresh interpreter (no fork), its own process group / session so that the whole tree
-can be ended through psutil (`kill_tree`).
+can be ended through psutil (`kill_tree`). A child dies with the run that started it
+(objectives.lifeline); its folder names that run (`owner.json`), so the next run removes the
+folders of runs that were killed (`remove_orphan_folders`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,46 @@ from typing import IO, Any
 
 import psutil
 
+from objectives.lifeline import bind_to_this_process, child_env
+
 WAIT_FLAG = "--wait"
 READY = "dm-tune-phase: ready"
+FOLDER_PREFIX = "dm-tune-trial-"
+OWNER_FILE = "owner.json"
+
+
+def this_process() -> dict[str, Any]:
+    """Who owns a trial or a folder: host, pid and the pid's start time (pids are reused)."""
+    import socket
+
+    me = os.getpid()
+    return {"host": socket.gethostname(), "pid": me, "created": psutil.Process(me).create_time()}
+
+
+def owner_alive(owner: dict[str, Any]) -> bool:
+    """Is this process (same host) still running? A reused pid has another start time."""
+    try:
+        created = psutil.Process(int(owner["pid"])).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, TypeError, ValueError):
+        return False
+    return abs(created - float(owner.get("created", 0.0))) < 0.01
+
+
+def remove_orphan_folders(root: Path | None = None) -> int:
+    """Remove the trial folders whose run is gone (killed before it could clean up)."""
+    import socket
+
+    host = socket.gethostname()
+    n = 0
+    for folder in Path(root or tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        try:
+            owner = json.loads((folder / OWNER_FILE).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours to judge (no owner: an older dm-tune, or being created)
+        if owner.get("host") == host and not owner_alive(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+            n += 1
+    return n
 
 
 def kill_tree(pid: int, grace_s: float = 3.0) -> None:
@@ -114,7 +154,8 @@ class Spawned:
 
 
 def _spawn(argv: list[str], waiting: bool, spec: dict[str, Any] | None = None) -> Spawned:
-    folder = Path(tempfile.mkdtemp(prefix="dm-tune-trial-"))
+    folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
+    (folder / OWNER_FILE).write_text(json.dumps(this_process()), encoding="utf-8")
     err = (folder / "stderr.txt").open("wb")
     if waiting:
         args = [*argv, WAIT_FLAG]
@@ -127,8 +168,10 @@ def _spawn(argv: list[str], waiting: bool, spec: dict[str, Any] | None = None) -
             stdin=subprocess.PIPE if waiting else subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=err,
+            env=child_env(str(folder)),
             **popen_kwargs(),
         )
+        bind_to_this_process(proc.pid, getattr(proc, "_handle", None))
     except BaseException:
         err.close()
         shutil.rmtree(folder, ignore_errors=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -128,10 +130,21 @@ def storage_failure(exc: Exception, url: str) -> UserError:
     )
 
 
-def open_storage(checked: CheckedStorage) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage with heartbeats, so a trial of a killed run is failed, not stuck."""
+HEARTBEAT_S = 30  # a running trial's run writes a heartbeat this often
+GRACE_S = 120  # no heartbeat for this long: that run is gone (another host's, on shared storage)
+
+StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+def open_storage(
+    checked: CheckedStorage, on_stale: StaleCallback | None = None
+) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats. A trial whose run stopped writing them for
+    GRACE_S is failed by the next run that starts a trial (whichever host it is on), and
+    `on_stale` is called for it. A run on this host that was killed is recognised at once
+    from the trial's owner instead (tuner.study)."""
     from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     if checked.sqlite_path is not None:  # checked writable; made only now the study starts
         checked.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +152,7 @@ def open_storage(checked: CheckedStorage) -> optuna.storages.RDBStorage:
         warnings.simplefilter("ignore", ExperimentalWarning)
         return RDBStorage(
             checked.url,
-            heartbeat_interval=30,
-            grace_period=120,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
+            heartbeat_stale_trial_callback=on_stale,
         )

@@ -14,13 +14,15 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.llama_buffers import parse_buffers
 from objectives.prewarm import WarmPool
 from objectives.runner import CHILD_ARGV, run_child
+from objectives.spawned import owner_alive, remove_orphan_folders, this_process
 from tuner.baselines import starting_trials
 from tuner.errors import StudyAborted, UserError
+from tuner.interrupt import describe, exit_code, termination_as_interrupt
 from tuner.prepare import Context
 from tuner.progress import Progress
 from tuner.pruning import make_watcher
 from tuner.search_space import key_of
-from tuner.storage import open_storage
+from tuner.storage import GRACE_S, open_storage
 from tuner.trial_record import (
     constraint_values,
     copy_constraints,
@@ -47,6 +49,7 @@ class RunResult:
     study: optuna.Study
     ran: int  # trials run by this invocation
     interrupted: bool = False
+    exit_code: int = 0  # 130 after Ctrl-C, 143 after SIGTERM
     aborted: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -65,17 +68,63 @@ def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     ]
 
 
+KILLED = "its dm-tune run ended without finishing it (killed?); re-run to redo it"
+
+
+def _mark_interrupted(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
+    """Fail a RUNNING trial that nobody will finish, as interrupted (so it is re-run)."""
+    storage = study._storage
+    try:  # the attributes first: a finished trial can't take them
+        storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
+        storage.set_trial_user_attr(t._trial_id, "reason", reason)
+        return storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # another run got there first
+
+
+def _fail_orphans(study: optuna.Study) -> int:
+    """RUNNING trials owned by a run on this host that is gone: known at once, without
+    waiting for the heartbeat's grace period (that one covers other hosts)."""
+    me = this_process()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("owner")
+        if (
+            isinstance(owner, dict)
+            and owner.get("host") == me["host"]
+            and not owner_alive(owner)
+            and _mark_interrupted(study, t, KILLED)
+        ):
+            n += 1
+    return n
+
+
+def _on_stale(study: optuna.Study, t: FrozenTrial) -> None:
+    """Optuna failed a trial whose run stopped its heartbeat (killed, on any host): re-run it.
+    The failed trial can't take attributes any more; its retry says why it exists."""
+    host = (t.user_attrs.get("owner") or {}).get("host", "another machine")
+    note = f"its dm-tune run (on {host}) sent no heartbeat for {GRACE_S} s"
+    if t.number not in {o.user_attrs.get("retry_of") for o in study.get_trials(deepcopy=False)}:
+        _retry(study, t, note)
+
+
+def _retry(study: optuna.Study, t: FrozenTrial, note: str | None = None) -> None:
+    attrs: dict[str, Any] = {"retry_of": t.number}
+    for k in ("baseline", "start", APP_N_CTX):
+        if k in t.user_attrs:
+            attrs[k] = t.user_attrs[k]
+    if note:
+        attrs["retry_reason"] = note
+    study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+
+
 def _requeue_interrupted(study: optuna.Study) -> int:
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     n = 0
     for t in trials:
         if t.user_attrs.get("status") == "interrupted" and t.number not in retried:
-            attrs: dict[str, Any] = {"retry_of": t.number}
-            for k in ("baseline", "start", APP_N_CTX):
-                if k in t.user_attrs:
-                    attrs[k] = t.user_attrs[k]
-            study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
+            _retry(study, t)
             n += 1
     return n
 
@@ -84,10 +133,19 @@ def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], li
     """The app's profiles, then the start points. A profile whose n_ctx is below the context
     floor is enqueued at the lowest searched n_ctx (Optuna's distribution has no lower one)
     and run with its own n_ctx, kept in the APP_N_CTX user attribute; it is measured for the
-    before/after table and is never feasible (the n_ctx_below_floor constraint)."""
+    before/after table and is never feasible (the n_ctx_below_floor constraint).
+    Only those no trial of the study carries yet are enqueued."""
     names: dict[str, list[str]] = {"baseline": [], "start": []}
     lowest = min(ctx.space.n_ctx_choices)
+    have = {
+        (kind, t.user_attrs[kind])
+        for t in study.get_trials(deepcopy=False)
+        for kind in names
+        if kind in t.user_attrs
+    }
     for params, attrs in starting_trials(ctx.space, ctx.baselines, ctx.starts):
+        if set(attrs.items()) <= have:
+            continue  # already measured, running or waiting: exactly once
         user_attrs: dict[str, Any] = dict(attrs)
         if int(params["n_ctx"]) < lowest:
             user_attrs[APP_N_CTX] = int(params["n_ctx"])
@@ -100,7 +158,7 @@ def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], li
 
 def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     """Create the study, or resume it when its settings match; refuse a mismatched resume."""
-    storage = open_storage(ctx.storage)
+    storage = open_storage(ctx.storage, on_stale=_on_stale)
     sampler = optuna.samplers.TPESampler(
         seed=ctx.settings.seed, multivariate=True, n_startup_trials=10
     )
@@ -114,7 +172,6 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     fp = ctx.fingerprint()
     old = study.user_attrs.get("settings")
     if old is None:
-        study.set_user_attr("settings", fp)
         study.set_user_attr("model", _model_attr(ctx))
         study.set_user_attr("hardware", ctx.hardware.to_dict())
         study.set_user_attr("llama_cpp_version", ctx.probe.llama_cpp_version)
@@ -126,17 +183,20 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
-        names, starts = _enqueue_baselines(study, ctx)
-        if names:
-            echo(f"Baselines first: Desktop-Mate's {', '.join(names)} profiles.")
-        if starts:
-            echo(f"Then dm-tune's start points: {', '.join(starts)} (configs/baselines.yaml).")
+        study.set_user_attr("settings", fp)  # last: a study with settings is complete
     elif old != fp:
         diff = ", ".join(f"{k} {old.get(k)} -> {fp[k]}" for k in fp if old.get(k) != fp[k])
         raise UserError(
             f"study '{ctx.study_name}' was made with other settings ({diff}); resume it with "
             "the same options, or start a new one with --study NEW_NAME"
         )
+    # Not only when the study is new: a first run that died before it got here must not
+    # leave a study that never measures them (each is enqueued while no trial carries it).
+    names, starts = _enqueue_baselines(study, ctx)
+    if names:
+        echo(f"Baselines first: Desktop-Mate's {', '.join(names)} profiles.")
+    if starts:
+        echo(f"Then dm-tune's start points: {', '.join(starts)} (configs/baselines.yaml).")
     return study
 
 
@@ -178,6 +238,7 @@ def make_objective(
         guard.pairs.extend(seed_pairs(study.get_trials(deepcopy=False)))
 
     def objective(trial: optuna.Trial) -> list[float]:
+        trial.set_user_attr("owner", this_process())  # a resume knows if its run is gone
         params = ctx.space.suggest(trial)
         if APP_N_CTX in trial.user_attrs:  # an app profile below the floor: its own n_ctx
             params["n_ctx"] = int(trial.user_attrs[APP_N_CTX])
@@ -231,9 +292,9 @@ def make_objective(
                 watcher=make_watcher(study) if s.prune and not is_app else None,
                 pool=pool,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (tuner.interrupt)
             trial.set_user_attr("status", "interrupted")
-            trial.set_user_attr("reason", "interrupted by the user (Ctrl-C); re-run to redo it")
+            trial.set_user_attr("reason", describe(exc))
             raise
         record_child(trial, res)
         buffers = parse_buffers(str(res.payload.get("llama_log", "")))
@@ -262,6 +323,10 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
     """Run trials until the study holds `settings.trials`; Ctrl-C stops cleanly."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(ctx, echo)
+    remove_orphan_folders()  # trial folders of killed runs on this machine
+    orphans = _fail_orphans(study)
+    if orphans:
+        echo(f"{orphans} trial(s) were left running by a dm-tune run that was killed.")
     requeued = _requeue_interrupted(study)
     if requeued:
         echo(f"Re-running {requeued} trial(s) that an earlier run left unfinished.")
@@ -289,15 +354,17 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
     # The default child comes pre-warmed; a custom child command (tests) is started per trial.
     pool = None if ctx.settings.child_argv else WarmPool(CHILD_ARGV)
     try:
-        study.optimize(
-            make_objective(ctx, study, pool),
-            n_trials=todo,
-            catch=(TrialFailed,),
-            callbacks=[progress],
-            gc_after_trial=False,
-        )
-    except KeyboardInterrupt:
+        with termination_as_interrupt():
+            study.optimize(
+                make_objective(ctx, study, pool),
+                n_trials=todo,
+                catch=(TrialFailed,),
+                callbacks=[progress],
+                gc_after_trial=False,
+            )
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         result.interrupted = True
+        result.exit_code = exit_code(exc)
     finally:
         if pool is not None:
             pool.close()

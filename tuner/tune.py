@@ -24,6 +24,7 @@ class TuneSummary:
     total: int
     interrupted: bool
     profile: Path | None
+    exit_code: int = 0  # 130 after Ctrl-C, 143 after SIGTERM
 
 
 def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
@@ -52,7 +53,9 @@ def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
             f"Interrupted. {len(counted_trials(trials))} finished trials are kept in "
             f"{where}. Run the same command again to resume."
         )
-        return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), True, None)
+        return TuneSummary(
+            ctx.study_name, settings.storage, result.ran, len(trials), True, None, result.exit_code
+        )
     echo(render_summary(trials, settings.prefer, ctx.floor))
     profile = None
     if settings.export:

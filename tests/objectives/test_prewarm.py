@@ -26,9 +26,13 @@ WORKLOAD = {
 
 
 def _waiting_children() -> list[psutil.Process]:
+    """This test's own waiting trial children (not those of other runs on the machine)."""
     out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:  # exited meanwhile
+            continue
         if "objectives.child" in cmd and "--wait" in cmd:
             out.append(p)
     return out

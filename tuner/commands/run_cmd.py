@@ -94,4 +94,4 @@ def run(
     except StorageInternalError as exc:  # e.g. the database's disk filled up mid-run
         raise storage_failure(exc, storage) from None
     if summary.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(summary.exit_code or 130)
