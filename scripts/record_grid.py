@@ -67,6 +67,7 @@ from objectives.runner import ChildResult, run_child  # noqa: E402
 from objectives.workload import Workload  # noqa: E402
 from scripts.replay_search import axes, grid, params_of_row, parse_fixed  # noqa: E402
 from tuner.demo_model import ensure_demo_model  # noqa: E402
+from tuner.errors import UserError  # noqa: E402
 from tuner.gguf_info import read_gguf  # noqa: E402
 from tuner.hardware import detect  # noqa: E402
 from tuner.model_file import sha256_cached  # noqa: E402
@@ -369,10 +370,10 @@ def main(argv: list[str] | None = None) -> int:
         min_ctx=max(probe.n_tokens) + max_tokens,
         trained_ctx=info.context_length,
     )
-    space = resolve(load_search_space_config(a.search_space), machine)
     try:
+        space = resolve(load_search_space_config(a.search_space), machine)
         ax = axes(space)
-    except ValueError as e:  # e.g. a fixed n_threads above this machine's logical cores
+    except (ValueError, UserError) as e:  # e.g. a fixed n_threads above the logical cores
         raise SystemExit(f"{a.search_space} does not fit this machine: {e}") from e
     sampled = sorted(set(ax) & set(fixed))
     if sampled:

@@ -92,7 +92,9 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_options(s: RunSettings) -> None:
+def check_options(s: RunSettings) -> None:
+    """The options alone (no file, model or machine read): checked before the measurement lock
+    is taken, so a typo never waits for another run."""
     if not 1 <= s.trials <= MAX_TRIALS:
         raise UserError(f"--trials must be between 1 and {MAX_TRIALS} (got {s.trials})")
     if s.study_name is not None:
@@ -114,7 +116,7 @@ def _check_options(s: RunSettings) -> None:
 
 def prepare(s: RunSettings, echo: Any = print) -> Context:
     """Validate options, config files, storage and model; probe the build. Writes nothing."""
-    _check_options(s)
+    check_options(s)
     workload = load_model(s.workload, Workload)
     if s.latency == "warm" and workload.next_turn is None:
         raise UserError(f"--latency warm needs a next_turn in {s.workload}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.measure_lock import measurement_lock, relabel
-from tuner.prepare import prepare
+from tuner.prepare import check_options, prepare
 from tuner.report import render_summary
 from tuner.settings import RunSettings
 from tuner.study import _counted as counted_trials
@@ -28,8 +28,10 @@ class TuneSummary:
 
 
 def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
-    """Everything under the machine's measurement lock (tuner/measure_lock.py), taken first:
-    the build probe measures too, and `--no-wait` must refuse before anything is written."""
+    """Everything under the machine's measurement lock (tuner/measure_lock.py), taken once the
+    options are checked: the build probe measures too, and `--no-wait` must refuse before
+    anything is written."""
+    check_options(settings)
     with measurement_lock(
         "dm-tune run",
         f"study '{settings.study_name}'" if settings.study_name else "",
