@@ -54,7 +54,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Finished trials that count toward --trials (interrupted or retried ones don't)."""
     retried = {t.user_attrs.get("retry_of") for t in trials} | {
         t.system_attrs.get("failed_trial") for t in trials
@@ -330,7 +330,7 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
     requeued = _requeue_interrupted(study)
     if requeued:
         echo(f"Re-running {requeued} trial(s) that an earlier run left unfinished.")
-    done = len(_counted(study.get_trials(deepcopy=False)))
+    done = len(counted_trials(study.get_trials(deepcopy=False)))
     todo = ctx.settings.trials - done
     result = RunResult(study=study, ran=0)
     if todo <= 0:

@@ -10,8 +10,7 @@ from tuner.measure_lock import measurement_lock, relabel
 from tuner.prepare import check_options, prepare
 from tuner.report import render_summary
 from tuner.settings import RunSettings
-from tuner.study import _counted as counted_trials
-from tuner.study import run_study
+from tuner.study import counted_trials, run_study
 
 Echo = Callable[[str], None]
 

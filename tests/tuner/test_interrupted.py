@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from objectives.spawned import OWNER_FILE, remove_orphan_folders, this_process
 from tuner.interrupt import Terminated, exit_code, termination_as_interrupt
-from tuner.study import _counted, _fail_orphans, _on_stale, _requeue_interrupted
+from tuner.study import _fail_orphans, _on_stale, _requeue_interrupted, counted_trials
 
 
 def _study(tmp_path: Path) -> optuna.Study:
@@ -54,7 +54,7 @@ def test_a_running_trial_of_a_dead_run_is_failed_and_re_run_once(tmp_path: Path)
     (redo,) = study.get_trials(states=(TrialState.WAITING,))
     assert redo.user_attrs == {"retry_of": dead, "baseline": "balanced"}
     assert redo.system_attrs["fixed_params"] == trials[dead].params
-    assert _counted(study.get_trials()) == []
+    assert counted_trials(study.get_trials()) == []
 
 
 def test_a_stale_heartbeat_trial_is_re_run_once_and_not_counted(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_a_stale_heartbeat_trial_is_re_run_once_and_not_counted(tmp_path: Path) 
     (redo,) = study.get_trials(states=(TrialState.WAITING,))
     assert redo.user_attrs["retry_of"] == n and redo.user_attrs["baseline"] == "balanced"
     assert "on elsewhere) sent no heartbeat for 120 s" in redo.user_attrs["retry_reason"]
-    assert _counted(study.get_trials()) == []
+    assert counted_trials(study.get_trials()) == []
 
 
 def test_only_folders_of_dead_runs_are_removed(tmp_path: Path) -> None:
