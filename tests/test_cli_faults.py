@@ -16,6 +16,8 @@ import psutil
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
+from tests.test_cli_run import _args
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(os.name != "posix", reason="sends POSIX signals to the run"),
@@ -65,13 +67,7 @@ def _cmd(
         sys.executable,
         "-m",
         "tuner.cli",
-        "run",
-        "--model",
-        str(model),
-        "--workload",
-        str(workload),
-        "--search-space",
-        str(space),
+        *_args(model, workload, space),
         "--trials",
         str(trials),
         "--no-export",
