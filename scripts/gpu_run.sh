@@ -7,9 +7,14 @@
 #   phase3: record the sampler benchmark's GPU grid (scripts/record_grid.py), then verify.
 #   issue9: (run 4) one command: build, write a 13B-class (Llama-2-13B-shaped) Q4_0 GGUF, run the
 #           study with a 6 GB budget, confirm and export before the 10-minute limit.
+#   issue11: build llama-cpp-python and llama-fit-params (scripts/gpu_build.sh), write the 7B- and
+#           13B-class GGUFs, start scripts/gpu_issue11.sh (the "6 GB card" steps) in the
+#           background and watch it until the call's time is up; `watch` (the next calls, within
+#           30 s of the previous one so the machine stays warm) goes on watching. Each call brings
+#           back r.tgz (studies, profiles, logs, timeline) and the timeline.
 # Results go to $OUT (gpu.db, logs, JSON) and are written up in docs/benchmarks/gpu.md.
 set -uo pipefail
-phase="${1:?phase1|phase2|phase3|reexport|verify|issue9}"
+phase="${1:?phase1|phase2|phase3|reexport|verify|issue9|issue11|watch}"
 T0=$(date +%s)
 W=/tmp/gpu; mkdir -p "$W" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD DM_TUNE_CACHE=/tmp/dmcache PYTHONUNBUFFERED=1
@@ -25,7 +30,35 @@ prepare() {
   cat /proc/meminfo | head -1; sync; cat "$MODEL" > /dev/null  # into the page cache
 }
 collect() { cp "$W/gpu.db" "$OUT/" 2>/dev/null; cp "$W/run.log" "$OUT/" 2>/dev/null; cp "$W"/profiles/*.yaml "$OUT/" 2>/dev/null; true; }
-if [ "$phase" = issue9 ]; then
+watch() {  # until the chain is done or the call's time is nearly up; then bring results back
+  local limit=${WATCH_END_S:-570}
+  while [ ! -f "$W/r/DONE" ] && [ $(( $(date +%s) - T0 )) -lt "$limit" ]; do sleep 3; done
+  tar czf "$OUT/r.tgz" -C "$W" r 2>/dev/null
+  cp "$W/r/timeline.txt" "$OUT/" 2>/dev/null
+  tail -n 4 "$W"/r/*.log 2>/dev/null | tail -n 40
+}
+if [ "$phase" = issue11 ]; then
+  M7=$W/mistral-7b-shape.Q4_0.gguf M13=$W/llama2-13b-shape.Q4_0.gguf
+  { nvidia-smi; nproc; free -g; python3 --version; lscpu; } > "$OUT/machine.txt" 2>&1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .devcarry/wheels/*.whl
+  # the GGUFs are written and hashed (as dm-tune will) while CUDA compiles
+  ( [ -f "$M7" ] || python3 scripts/make_gguf.py "$M7" --shape mistral-7b --tokenizer-from "$DM_TUNE_TOKENIZER_GGUF"
+    [ -f "$M13" ] || python3 scripts/make_gguf.py "$M13" --shape mistral-7b --blocks 40 --hidden 5120 \
+      --ffn 13824 --heads 40 --kv-heads 40 --context-length 4096 --quant Q4_0 --tokenizer-from "$DM_TUNE_TOKENIZER_GGUF"
+    python3 -c "import sys; from pathlib import Path; from tuner.model_file import sha256_cached as h; [print(p, h(Path(p))) for p in sys.argv[1:]]" "$M7" "$M13"
+  ) > "$W/gguf.log" 2>&1 &
+  gpid=$!
+  bash scripts/gpu_build.sh 2>&1 | tail -4
+  wait "$gpid"; tail -3 "$W/gguf.log"; ls -l "$W"/*.gguf
+  # the chain runs from a copy: a later call's fresh working tree must not change it under bash
+  rm -rf "$W/repo"; mkdir -p "$W/repo"; cp -r scripts tuner objectives configs "$W/repo/"
+  cp .devcarry/tokenizer.gguf "$W/"; export DM_TUNE_TOKENIZER_GGUF=$W/tokenizer.gguf
+  ( cd "$W/repo" && PYTHONPATH=/tmp/site:$W/repo T0=$T0 W=$W setsid nohup bash scripts/gpu_issue11.sh \
+      > "$W/chain.out" 2>&1 & )
+  watch
+elif [ "$phase" = watch ]; then
+  watch
+elif [ "$phase" = issue9 ]; then
   # Issue 9's case: a 13B-class Q4_0 (7.4 GB, larger than the budget) with --vram-budget 6GB.
   # Layout of the 600 s a device command may run: the GGUF is written (and hashed, as dm-tune
   # would) while llama-cpp-python builds; the study is stopped cleanly (SIGINT: trials kept) at
