@@ -139,7 +139,12 @@ def process_vram_mb(pid: int) -> float | None:
 
 @dataclass(frozen=True)
 class GpuReading:
-    """Peak VRAM of a process tree and GPU telemetry over a trial."""
+    """Peak VRAM of a process tree and GPU telemetry over a trial.
+
+    `device_used_mb` / `device_total_mb`: the GPU that came closest to full during the trial,
+    its peak used memory (every process's, as NVML reads the device; WDDM gives it too) and its
+    size. A card near full while the trial is slow is how a spill into system memory shows
+    (tuner/vram_spill.py)."""
 
     vram_mb: float | None
     vram_source: str | None  # "process" (NVML per-process) or "device-delta" (e.g. Windows WDDM)
@@ -149,6 +154,8 @@ class GpuReading:
     temp_max: float | None = None
     power_w_mean: float | None = None
     power_w_max: float | None = None
+    device_used_mb: float | None = None
+    device_total_mb: float | None = None
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -167,6 +174,8 @@ class GpuSampler:
         self._proc_peak: float | None = None
         self._dev_base: float = 0.0
         self._dev_peak: float = 0.0
+        self._dev_totals: list[float] = []  # per GPU
+        self._dev_peaks: list[float] = []  # per GPU, device-level used memory
         self._util: list[float] = []
         self._temp: list[float] = []
         self._power: list[float] = []
@@ -182,7 +191,9 @@ class GpuSampler:
             return
         nv = self._nv
         self._handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(nv.nvmlDeviceGetCount())]
-        self._dev_base = self._device_used()
+        self._dev_totals = [nv.nvmlDeviceGetMemoryInfo(h).total / 2**20 for h in self._handles]
+        self._dev_peaks = self._device_used_each()
+        self._dev_base = sum(self._dev_peaks)
         self._dev_peak = self._dev_base
         self._pids = {pid}
         self._thread = threading.Thread(target=self._loop, name="gpu-sampler", daemon=True)
@@ -203,9 +214,9 @@ class GpuSampler:
         else:
             self._active.clear()
 
-    def _device_used(self) -> float:
+    def _device_used_each(self) -> list[float]:
         assert self._nv is not None
-        return float(sum(self._nv.nvmlDeviceGetMemoryInfo(h).used for h in self._handles)) / 2**20
+        return [float(self._nv.nvmlDeviceGetMemoryInfo(h).used) / 2**20 for h in self._handles]
 
     def _process_used(self) -> float | None:
         """VRAM used by the child's process tree, None where NVML can't say (WDDM)."""
@@ -225,7 +236,9 @@ class GpuSampler:
         proc = self._process_used()
         if proc is not None:
             self._proc_peak = max(self._proc_peak or 0.0, proc)
-        self._dev_peak = max(self._dev_peak, self._device_used())
+        each = self._device_used_each()
+        self._dev_peak = max(self._dev_peak, sum(each))
+        self._dev_peaks = [max(a, b) for a, b in zip(self._dev_peaks, each, strict=True)]
         h = self._handles[0]
         readers: list[tuple[Callable[[], Any], list[float], float]] = [
             (lambda: nv.nvmlDeviceGetUtilizationRates(h).gpu, self._util, 1.0),
@@ -258,6 +271,7 @@ class GpuSampler:
             vram, source = self._proc_peak, "process"
         else:
             vram, source = max(0.0, self._dev_peak - self._dev_base), "device-delta"
+        used, total = self._fullest()
         return GpuReading(
             vram_mb=vram,
             vram_source=source,
@@ -267,4 +281,13 @@ class GpuSampler:
             temp_max=max(self._temp, default=None),
             power_w_mean=_mean(self._power),
             power_w_max=max(self._power, default=None),
+            device_used_mb=used,
+            device_total_mb=total,
         )
+
+    def _fullest(self) -> tuple[float | None, float | None]:
+        """Peak used and total memory of the GPU whose peak came closest to its total."""
+        pairs = [(u, t) for u, t in zip(self._dev_peaks, self._dev_totals, strict=True) if t > 0]
+        if not pairs:
+            return None, None
+        return max(pairs, key=lambda p: p[0] / p[1])

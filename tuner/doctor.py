@@ -3,7 +3,9 @@
 Why: Desktop-Mate ran its model on the CPU for weeks because the installed wheel had no CUDA
 support and nothing said so. doctor says so, loudly, with the command that fixes it.
 It also shows what other processes hold on each GPU now (the desktop, the app's 3D avatar) and
-suggests the --vram-budget that leaves them their share: the VRAM free now.
+suggests the --vram-budget that leaves them their share: the VRAM free now. On Windows it says
+how to turn off the driver's sysmem fallback, which makes an over-budget setting slow instead of
+failed (tuner/vram_spill.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ print(json.dumps({
 """
 REINSTALL_FLAGS = "--force-reinstall --no-cache-dir"
 BUDGET_STEP_MB = 64  # the suggested --vram-budget is the free VRAM rounded down to this
+SYSMEM_POLICY = "CUDA - Sysmem Fallback Policy"
+SYSMEM_OFF = "Prefer No Sysmem Fallback"
+SYSMEM_DRIVER = "536.40"  # the first driver with the setting
 
 
 def probe_llama_cpp(timeout_s: float = 120) -> dict[str, Any]:
@@ -136,8 +141,37 @@ def vram_report(
     return {"gpus": out, "suggested_vram_budget_mb": suggested}
 
 
-def collect(model: Path | None) -> dict[str, Any]:
-    """Everything doctor knows, as plain JSON-able data (the --json output)."""
+def sysmem_fallback_hint(
+    platform: str, python: str, nvidia: bool, base_python: str | None = None
+) -> dict[str, str | None] | None:
+    """How to turn the driver's sysmem fallback off for `python` (Windows with an NVIDIA GPU;
+    None elsewhere: the setting exists only in the Windows driver). A venv's python.exe on
+    Windows starts its base interpreter (`base_python`), the process that really uses CUDA:
+    both are named when they differ."""
+    if platform != "win32" or not nvidia:
+        return None
+    base = base_python if base_python and base_python != python else None
+    also = f" and {base} (the interpreter the venv's python.exe starts)" if base else ""
+    return {
+        "python": python,
+        "base_python": base,
+        "setting": f'"{SYSMEM_POLICY}" = "{SYSMEM_OFF}"',
+        "how": (
+            f"NVIDIA Control Panel > Manage 3D settings > Program Settings > Add: {python}{also} "
+            f'(and the python.exe that runs Desktop-Mate, if another) > "{SYSMEM_POLICY}" = '
+            f'"{SYSMEM_OFF}" (driver {SYSMEM_DRIVER} or later)'
+        ),
+        "why": (
+            "with the fallback on, a setting that does not fit in VRAM spills into system "
+            "memory and is measured slow instead of failing; dm-tune marks the spills it can "
+            "recognise as over budget, but only turning the fallback off makes them fail"
+        ),
+    }
+
+
+def collect(model: Path | None, platform: str | None = None) -> dict[str, Any]:
+    """Everything doctor knows, as plain JSON-able data (the --json output); `platform` is
+    sys.platform's value (this machine's by default)."""
     hw = detect()
     # read with the GPUs' memory, before the llama_cpp probe child could hold any VRAM
     vram = vram_report(hw.gpus, gpu_processes(), own_pid=os.getpid())
@@ -159,6 +193,12 @@ def collect(model: Path | None) -> dict[str, Any]:
         "vram": vram,
         "warnings": warnings,
         "fix": fix,
+        "sysmem_fallback": sysmem_fallback_hint(
+            platform or sys.platform,
+            sys.executable,
+            nvidia,
+            getattr(sys, "_base_executable", None),
+        ),
     }
     if model is not None:
         report["model"] = _model_report(model)
@@ -246,6 +286,12 @@ def render(report: dict[str, Any]) -> str:
         )
     if report.get("vram"):
         lines += _render_vram(report["vram"], str(hw["os"]).startswith("Windows"))
+    hint = report.get("sysmem_fallback")
+    if hint:
+        lines += [
+            f"Sysmem fallback: turn it off for dm-tune's Python: {hint['how']}.",
+            f"  Why: {hint['why']}.",
+        ]
     if llama.get("ok"):
         offload = "yes" if llama["gpu_offload"] else "NO (CPU-only build)"
         lines.append(f"llama-cpp-python {llama['version']}: GPU offload {offload}")

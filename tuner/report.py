@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.context_floor import ContextFloor
 from tuner.selection import choose_best, pareto_front
 from tuner.trial_record import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
+from tuner.vram_spill import SPILL_ATTR, mark_spills, spilled
 
 COLUMNS = ("trial", "role", "ngl", "n_ctx", "batch", "thr", "mlock", "tok/s", "TTFT ms", "VRAM MB")
 
@@ -85,7 +86,7 @@ def floor_cost(trials: Sequence[FrozenTrial]) -> dict[str, Any] | None:
     """What the context floor cost: the best tok/s at the floor (feasible trials) vs the best
     measured below it (the app's own profiles below the floor, within the VRAM budget); None
     when nothing below the floor was measured. The profile's `conversation.floor_cost`."""
-    done = [t for t in trials if t.state == TrialState.COMPLETE and t.values]
+    done = [t for t in mark_spills(trials) if t.state == TrialState.COMPLETE and t.values]
     below = [
         t
         for t in done
@@ -148,6 +149,8 @@ def render_summary(
             f"Best vs {ref.role}: {best.tok_s / ref.tok_s:.2f}x tok/s, "
             f"{best.ttft_ms / ref.ttft_ms:.2f}x first-token latency."
         )
+    for t in spilled(trials):
+        out.append(f"#{t.number} is over the VRAM budget: {t.user_attrs[SPILL_ATTR]}")
     front = pareto_front(trials)
     if front:
         pts = ", ".join(

@@ -1,6 +1,8 @@
 """Which trial is "best": the rule dm-tune uses to export, shown to the user.
 
-1. Only COMPLETE trials that satisfy every constraint (VRAM within budget) are candidates.
+1. Only COMPLETE trials that satisfy every constraint (VRAM within budget) are candidates; a
+   suspected spill into system memory is over the budget (tuner/vram_spill.py, checked again
+   here over all the trials given: a later trial can reveal an earlier spill).
 2. Of those, the Pareto front on (generation tok/s: higher is better, first-token latency:
    lower is better) is kept: no other candidate is at least as good on both and better on one.
 3. `prefer` picks one point of the front:
@@ -22,6 +24,8 @@ from typing import Literal
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.vram_spill import mark_spills
+
 Prefer = Literal["throughput", "latency", "balanced"]
 PREFER_CHOICES: tuple[str, ...] = ("throughput", "latency", "balanced")
 
@@ -34,7 +38,7 @@ def is_feasible(t: FrozenTrial) -> bool:
 def candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [
         t
-        for t in trials
+        for t in mark_spills(trials)
         if t.state == TrialState.COMPLETE
         and t.values is not None
         and is_feasible(t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import optuna
@@ -24,6 +24,7 @@ from tuner.pruning import make_watcher
 from tuner.search_space import key_of
 from tuner.storage import GRACE_S, open_storage
 from tuner.trial_record import (
+    CONSTRAINT_KEY,
     constraint_values,
     copy_constraints,
     objective_values,
@@ -31,6 +32,13 @@ from tuner.trial_record import (
     set_constraints,
 )
 from tuner.vram_guard import seed_pairs
+from tuner.vram_spill import (
+    SPILL_ATTR,
+    measured_points,
+    spill_point,
+    spill_reason,
+    spilled_over_budget_mb,
+)
 
 Echo = Callable[[str], None]
 APP_N_CTX = "app_n_ctx"  # a below-floor profile's own n_ctx (see _enqueue_baselines)
@@ -251,7 +259,7 @@ def make_objective(
             if prev.state == TrialState.COMPLETE and prev.values is not None:
                 trial.set_user_attr("status", "reused")
                 trial.set_user_attr("reason", f"same settings as trial {prev.number}")
-                for k in ("metrics", "gpu", "llama_buffers"):
+                for k in ("metrics", "gpu", "llama_buffers", SPILL_ATTR):
                     if k in prev.user_attrs:
                         trial.set_user_attr(k, prev.user_attrs[k])
                 copy_constraints(trial, prev)
@@ -311,9 +319,16 @@ def make_objective(
                 "vram_prediction_error_pct", round((pred.total_mb - vram) / vram * 100, 2)
             )
             guard.learn(pred, vram)
-        set_constraints(
-            trial, constraint_values(vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx)
-        )
+        constraints = constraint_values(vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx)
+        point = spill_point(trial.number, params, res.metrics.gen_tok_s, asdict(res.gpu))
+        earlier = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        spill = spill_reason(point, measured_points(earlier))
+        if spill is not None and point.device_total_mb is not None:
+            trial.set_user_attr(SPILL_ATTR, spill)
+            constraints[CONSTRAINT_KEY] = spilled_over_budget_mb(
+                constraints[CONSTRAINT_KEY], vram, point.device_total_mb
+            )
+        set_constraints(trial, constraints)
         return objective_values(res.metrics.to_dict(), s.latency)
 
     return objective

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
+import tuner.doctor
 from objectives.nvml import GpuInfo, GpuProcess, _merge
 from tuner.cli import app
-from tuner.doctor import reinstall_commands, render, vram_report
+from tuner.doctor import collect, reinstall_commands, render, sysmem_fallback_hint, vram_report
+from tuner.hardware import Hardware
 
 runner = CliRunner()
 
@@ -28,6 +32,7 @@ def test_doctor_json_describes_machine_build_and_model(demo_model: Path) -> None
     vram = report["vram"]  # one entry per GPU; no suggested budget without one
     assert len(vram["gpus"]) == len(report["hardware"]["gpus"])
     assert (vram["suggested_vram_budget_mb"] is None) == (not report["hardware"]["gpus"])
+    assert report["sysmem_fallback"] is None  # not Windows: nothing to say
     m = report["model"]
     assert (m["architecture"], m["block_count"], m["offloadable_layers"]) == ("llama", 30, 31)
     assert (m["quantization"], m["context_length"]) == ("Q4_1", 8192)
@@ -203,3 +208,56 @@ def test_no_gpu_no_vram_section_and_no_suggested_budget() -> None:
     report["hardware"]["gpus"] = []
     text = render(report)
     assert "none found through NVML" in text and "--vram-budget" not in text
+
+
+def _simulated_windows_laptop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RTX 4050 laptop as doctor would read it: NVML and the build probe simulated."""
+    hw = Hardware("Intel Core i7", 8, 16, 16000.0, "Windows 11", (RTX_4050,))
+    monkeypatch.setattr(tuner.doctor, "detect", lambda: hw)
+    monkeypatch.setattr(tuner.doctor, "gpu_processes", lambda: {0: None})
+    probe = dict(ok=True, version="0.3.36", gpu_offload=True, system_info="CUDA : 1")
+    monkeypatch.setattr(tuner.doctor, "probe_llama_cpp", lambda: probe)
+
+
+def test_simulated_windows_doctor_says_how_to_turn_the_sysmem_fallback_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _simulated_windows_laptop(monkeypatch)
+    monkeypatch.setattr(sys, "_base_executable", sys.executable, raising=False)  # no venv
+    report = collect(None, platform="win32")
+    hint = json.loads(json.dumps(report))["sysmem_fallback"]  # the --json field
+    assert hint["python"] == sys.executable
+    assert hint["setting"] == '"CUDA - Sysmem Fallback Policy" = "Prefer No Sysmem Fallback"'
+    text = render(report)
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("Sysmem fallback:")]
+    assert line == (
+        "Sysmem fallback: turn it off for dm-tune's Python: NVIDIA Control Panel > Manage 3D "
+        f"settings > Program Settings > Add: {sys.executable} (and the python.exe that runs "
+        'Desktop-Mate, if another) > "CUDA - Sysmem Fallback Policy" = "Prefer No Sysmem '
+        'Fallback" (driver 536.40 or later).'
+    )
+    assert "measured slow instead of failing" in text
+
+
+def test_a_windows_venv_names_its_base_interpreter_too() -> None:
+    venv, base = r"C:\dm-tune\.venv\Scripts\python.exe", r"C:\Python311\python.exe"
+    hint = sysmem_fallback_hint("win32", venv, True, base)
+    assert hint is not None and hint["base_python"] == base
+    assert f"Add: {venv} and {base} (the interpreter the venv's python.exe starts)" in str(
+        hint["how"]
+    )
+    same = sysmem_fallback_hint("win32", venv, True, venv)
+    assert same is not None and same["base_python"] is None
+
+
+def test_simulated_gpu_on_linux_or_windows_without_nvidia_gpu_gets_no_sysmem_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _simulated_windows_laptop(monkeypatch)
+    linux = collect(None, platform="linux")
+    assert linux["sysmem_fallback"] is None and "Sysmem" not in render(linux)
+    monkeypatch.setattr(
+        tuner.doctor, "detect", lambda: Hardware("x", 1, 1, 1024.0, "Windows 11", ())
+    )
+    no_gpu = collect(None, platform="win32")
+    assert no_gpu["sysmem_fallback"] is None and "Sysmem" not in render(no_gpu)
