@@ -1,7 +1,10 @@
 """Probe the installed llama-cpp-python on the model before a study (runs in a trial child).
 
-Tokenizes the workload (to size n_ctx), reports the build's abilities, and decodes a couple of
-tokens on the CPU so that a build that crashes on this machine is caught before any trial.
+Tokenizes the workload (to size n_ctx), reports the build's abilities, and decodes a prompt of
+one full batch and a couple of tokens with no layer offloaded, so that a build that crashes on
+this machine is caught before any trial. On a GPU build the full batch runs its products on the
+GPU (op offload) as every trial's prompt does, so the VRAM the parent reads holds what the
+study's predictor can't tell from the GGUF (CUDA context, cuBLAS, the CUDA pool).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         phase("smoke load")
         llm = llama_cpp.Llama(model_path=spec["model_path"], **spec["smoke_params"], verbose=False)
         phase("smoke decode")
-        tokens = llm.tokenize(b"Bonjour", add_bos=True, special=True)
+        n_batch = int(spec["smoke_params"].get("n_batch", 32))
+        tokens = llm.tokenize(b"Bonjour ! " * n_batch, add_bos=True, special=True)[:n_batch]
         for i, _ in enumerate(llm.generate(tokens, temp=0.0)):
             if i >= 1:
                 break

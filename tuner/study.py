@@ -31,7 +31,6 @@ from tuner.trial_record import (
     record_child,
     set_constraints,
 )
-from tuner.vram_guard import seed_pairs
 from tuner.vram_spill import (
     SPILL_ATTR,
     measured_points,
@@ -243,7 +242,7 @@ def make_objective(
     budget = s.vram_budget_mb
     guard = ctx.vram_guard
     if guard is not None:
-        guard.pairs.extend(seed_pairs(study.get_trials(deepcopy=False)))
+        guard.seed(study.get_trials(deepcopy=False))
 
     def objective(trial: optuna.Trial) -> list[float]:
         trial.set_user_attr("owner", this_process())  # a resume knows if its run is gone
@@ -318,7 +317,7 @@ def make_objective(
             trial.set_user_attr(
                 "vram_prediction_error_pct", round((pred.total_mb - vram) / vram * 100, 2)
             )
-            guard.learn(pred, vram)
+            guard.learn(params, pred, vram)
         constraints = constraint_values(vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx)
         point = spill_point(trial.number, params, res.metrics.gen_tok_s, asdict(res.gpu))
         earlier = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -2,7 +2,9 @@
 
 The part of a process's VRAM that the GGUF can't tell (CUDA context, cuBLAS workspace, staging
 buffers) is `overhead_mb`. It starts as measured by the probe (a load with no layer offloaded)
-and is refined as the median gap between measured and predicted VRAM of the loaded trials.
+and is refined as the median gap between measured and predicted VRAM of the loaded trials of
+the same `overhead_class` (with or without flash attention); a class with no loaded trial yet
+uses the median over all of them.
 
 A setting is skipped before loading when the free VRAM it would ask for (tuner.vram_need: the
 predicted peak plus VRAM_MARGIN_MB, the rule of the study's constraint and of the profile's
@@ -16,7 +18,9 @@ from typing import Any
 
 from tuner.gguf_info import GGUFInfo
 from tuner.vram_need import free_vram_need_mb
-from tuner.vram_predict import VramPrediction, learn_overhead, predict_vram
+from tuner.vram_predict import VramPrediction, learn_overhead, overhead_class, predict_vram
+
+Pair = tuple[float, float]  # (predicted without overhead, measured) of one loaded trial
 
 # Tolerance for the predictor's error, not a VRAM margin: its target accuracy is 5 %, so a
 # setting whose predicted need is up to 5 % over the budget is still loaded and measured (the
@@ -28,11 +32,19 @@ SKIP_MARGIN = 1.05
 class VramGuard:
     info: GGUFInfo
     budget_mb: float
-    overhead_mb: float
-    pairs: list[tuple[float, float]] = field(default_factory=list)
+    overhead_mb: float  # the probe's, until trials are loaded
+    pairs: dict[str, list[Pair]] = field(default_factory=dict)  # by overhead_class
+
+    def overhead_for(self, params: dict[str, Any]) -> float:
+        """The learned overhead of this setting's class (all classes' while it has none)."""
+        own = self.pairs.get(overhead_class(params))
+        if own:
+            return learn_overhead(own)
+        every = [p for ps in self.pairs.values() for p in ps]
+        return learn_overhead(every) if every else self.overhead_mb
 
     def predict(self, params: dict[str, Any]) -> VramPrediction:
-        return predict_vram(self.info, params, self.overhead_mb)
+        return predict_vram(self.info, params, self.overhead_for(params))
 
     def need_mb(self, pred: VramPrediction) -> float:
         """Free VRAM the predicted setting would ask for (the study's and the profile's rule)."""
@@ -50,18 +62,17 @@ class VramGuard:
             f"compute {pred.compute_mb:.0f}, overhead {pred.overhead_mb:.0f}); not loaded"
         )
 
-    def learn(self, pred: VramPrediction, measured_mb: float) -> None:
-        """Add one loaded trial; the overhead becomes the median gap over all of them."""
-        self.pairs.append((pred.total_mb - pred.overhead_mb, measured_mb))
-        self.overhead_mb = learn_overhead(self.pairs)
+    def learn(self, params: dict[str, Any], pred: VramPrediction, measured_mb: float) -> None:
+        """Add one loaded trial to its class: the class's overhead becomes the median gap."""
+        pair = (pred.total_mb - pred.overhead_mb, measured_mb)
+        self.pairs.setdefault(overhead_class(params), []).append(pair)
 
-
-def seed_pairs(trials: list[Any]) -> list[tuple[float, float]]:
-    """(predicted without overhead, measured) pairs of earlier trials, for a resumed study."""
-    out = []
-    for t in trials:
-        pred = t.user_attrs.get("vram_predicted")
-        vram = (t.user_attrs.get("metrics") or {}).get("vram_mb")
-        if pred and vram is not None and t.user_attrs.get("status") == "ok":
-            out.append((float(pred["total_mb"]) - float(pred["overhead_mb"]), float(vram)))
-    return out
+    def seed(self, trials: list[Any]) -> None:
+        """Learn from the loaded trials of an earlier run of the study (a resume)."""
+        for t in trials:
+            pred = t.user_attrs.get("vram_predicted")
+            vram = (t.user_attrs.get("metrics") or {}).get("vram_mb")
+            params = t.user_attrs.get("llama_kwargs") or {}
+            if pred and vram is not None and t.user_attrs.get("status") == "ok":
+                pair = (float(pred["total_mb"]) - float(pred["overhead_mb"]), float(vram))
+                self.pairs.setdefault(overhead_class(params), []).append(pair)

@@ -25,8 +25,15 @@ The parts follow llama.cpp (src/llama-model.cpp `load_tensors`, llama-kv-cache.c
   product whose weight is in RAM starts a split of its own, with a copy of that one weight in
   the GPU compute buffer, freed before the next. The largest is the output matrix: its copy,
   the ubatch's logits and its input, n_ubatch * 4 * (n_vocab + n_embd) bytes.
+- compute buffer with some blocks in RAM and some on the GPU: the GPU graph's peak plus one
+  block's K and V cache (`kv_bytes_per_layer`): the attention products of a RAM block are
+  offloaded too, with copies of its cache views. Fitted on the CUDA0 compute buffers of the
+  partial-offload trials under a real 6 GB card (docs/benchmarks/fit.md): 7B GQA and 13B
+  (no GQA, 80 MiB of KV per block at 4096) shapes, n_ubatch 32..1024, flash attention on and off.
 What is left (CUDA context, cuBLAS workspace, the CUDA pool that grows during the first
-prompt) is `overhead_mb`, learned per machine with `learn_overhead`.
+prompt) is `overhead_mb`, learned per machine with `learn_overhead`, apart for settings with
+and without flash attention (`overhead_class`): without it the attention products go through
+cuBLAS, whose handles and workspace cost ~120 MiB more on the H200 (725-770 vs 600-627 MiB).
 """
 
 from __future__ import annotations
@@ -173,13 +180,19 @@ def _matmul_weights(info: GGUFInfo) -> list[tuple[int, int, int]]:
     ]
 
 
+def _op_offload(params: Mapping[str, Any], info: GGUFInfo) -> bool:
+    """Does the GPU run the products of RAM-resident weights for this ubatch size?"""
+    ub = _n_ubatch(params, _n_ctx(info, params))
+    return ub >= OP_OFFLOAD_MIN_BATCH and bool(params.get("op_offload", True))
+
+
 def op_offload_bytes(info: GGUFInfo, params: Mapping[str, Any]) -> float:
     """GPU compute buffer for the matrix products llama.cpp offloads with no layer on the GPU.
 
     The peak split: one weight's copy, its ubatch input and output in f32 (the output matrix on
     dense models). 0 for a ubatch under OP_OFFLOAD_MIN_BATCH or with op_offload off."""
     ub = _n_ubatch(params, _n_ctx(info, params))
-    if ub < OP_OFFLOAD_MIN_BATCH or not params.get("op_offload", True):
+    if not _op_offload(params, info):
         return 0.0
     phases = [n_bytes + ub * 4 * (n_in + n_out) for n_bytes, n_in, n_out in _matmul_weights(info)]
     return float(max(phases, default=0))
@@ -197,6 +210,8 @@ def predict_vram(info: GGUFInfo, params: Mapping[str, Any], overhead_mb: float) 
     compute = 0.0
     if on_gpu:
         compute = compute_bytes(info, params, output=info.block_count in on_gpu)
+        if blocks_on_gpu < info.block_count and _op_offload(params, info):
+            compute += kv_bytes_per_layer(info, params)  # a RAM block's K and V, copied over
     elif offloaded := op_offload_bytes(info, params):  # the graph follows the products there
         compute = max(compute_bytes(info, params), offloaded)
     weights_mb, kv_mb, compute_mb = gpu_w / MIB, kv / MIB, compute / MIB
@@ -221,6 +236,11 @@ def predict_min_vram(
     n_ctx = min(choices) if choices else 512
     params = {"n_gpu_layers": 0, "n_ctx": n_ctx, "n_batch": n_batch}
     return predict_vram(info, params, overhead_mb)
+
+
+def overhead_class(params: Mapping[str, Any]) -> str:
+    """Settings whose unpredicted VRAM (`overhead_mb`) is alike: with or without flash attention."""
+    return "flash_attn" if params.get("flash_attn") else "no_flash_attn"
 
 
 def learn_overhead(pairs: Iterable[tuple[float, float]]) -> float:

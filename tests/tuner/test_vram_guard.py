@@ -40,7 +40,7 @@ def test_overhead_is_measured_then_learned(demo_model: Path) -> None:
     full = {"n_gpu_layers": 31, "n_ctx": 2048, "n_batch": 512}
     pred = guard.predict(full)
     assert pred.total_mb > pred.overhead_mb and not guard.over_budget(pred)
-    guard.learn(pred, pred.total_mb + 100)  # this machine's trials read 100 MB more
+    guard.learn(full, pred, pred.total_mb + 100)  # this machine's trials read 100 MB more
     assert guard.predict(full).total_mb == pytest.approx(pred.total_mb + 100)
 
 
