@@ -98,7 +98,7 @@ def nvml_free_bytes(device: int) -> int | None:
 
 
 def fill_to(cuda: Cuda, target_free: int) -> list[ctypes.c_void_p]:
-    """Allocate until the device's free memory is at most `target_free` (2 MiB granularity)."""
+    """Allocate until the device's free memory is within 2 MiB above `target_free`."""
     held: list[ctypes.c_void_p] = []
     for chunk in (c * MIB for c in CHUNKS_MIB):
         while cuda.mem_info()[0] - target_free >= chunk:

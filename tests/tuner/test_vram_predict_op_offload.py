@@ -24,6 +24,7 @@ from tuner.vram_predict import (
     MIB,
     OP_OFFLOAD_MIN_BATCH,
     compute_bytes,
+    kv_bytes_per_layer,
     op_offload_bytes,
     predict_min_vram,
     predict_vram,
@@ -165,14 +166,19 @@ def test_partial_offload_gets_no_output_copy(
     models: dict[str, GGUFInfo], ngl: int, settings: dict[str, Any], measured: float
 ) -> None:
     # With any layer on the GPU, llama.cpp 0.3.36 puts the output layer there, so no 108 MiB
-    # copy of output.weight shows in CUDA0's compute buffer; the graph's peak stays the estimate
+    # copy of output.weight shows in CUDA0's compute buffer; the estimate is the graph's peak
     # (with its output phase, which the predictor counts since it places the output layer first:
-    # below the FFN or attention peak at these settings, so the same number as without it).
+    # below the FFN or attention peak at these settings, so the same number as without it) plus
+    # the copy of one RAM block's K and V that its offloaded attention products need (8-16 MiB
+    # here; fitted on the 6 GB card's runs, tests/tuner/test_vram_predict_pressure.py): within
+    # 12 MiB of what llama.cpp printed, over rather than under.
     info = models["mistral"]
     params = {"n_gpu_layers": ngl, **settings}
     graph = compute_bytes(info, params) / MIB
     assert graph == compute_bytes(info, params, output=False) / MIB
-    assert predict_vram(info, params, 0.0).compute_mb == graph
+    predicted = predict_vram(info, params, 0.0).compute_mb
+    assert predicted == graph + kv_bytes_per_layer(info, params) / MIB
+    assert 0 <= predicted - measured <= 12
     assert measured < op_offload_bytes(info, settings) / MIB  # the copy alone would not fit
 
 
