@@ -50,10 +50,19 @@ if [ "$phase" = issue11 ]; then
   gpid=$!
   bash scripts/gpu_build.sh 2>&1 | tail -4
   wait "$gpid"; tail -3 "$W/gguf.log"; ls -l "$W"/*.gguf
+  # studies of an earlier go (docs/benchmarks/data/gpu/run5-pressure): a cut study resumes
+  # (`dm-tune run` again), the anchors measure against the exported tiers
+  prev=docs/benchmarks/data/gpu/run5-pressure; mkdir -p "$W/r"
+  for s in 7b-free 7b-over 13b-free 13b-over; do
+    [ -f "$prev/$s.db" ] && [ ! -f "$W/r/$s.db" ] || continue
+    cp "$prev/$s.db" "$W/r/"
+    [ -f "$prev/profile-$s.yaml" ] || continue
+    mkdir -p "$W/r/profiles-$s"; cp "$prev/profile-$s.yaml" "$W/r/profiles-$s/$s.yaml"
+  done
   # the chain runs from a copy: a later call's fresh working tree must not change it under bash
   rm -rf "$W/repo"; mkdir -p "$W/repo"; cp -r scripts tuner objectives configs "$W/repo/"
   cp .devcarry/tokenizer.gguf "$W/"; export DM_TUNE_TOKENIZER_GGUF=$W/tokenizer.gguf
-  ( cd "$W/repo" && PYTHONPATH=/tmp/site:$W/repo T0=$T0 W=$W setsid nohup bash scripts/gpu_issue11.sh \
+  ( cd "$W/repo" && PYTHONPATH=/tmp/site:$W/repo T0=$T0 W=$W STEPS="${STEPS:-}" setsid nohup bash scripts/gpu_issue11.sh \
       > "$W/chain.out" 2>&1 & )
   watch
 elif [ "$phase" = watch ]; then
