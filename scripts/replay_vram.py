@@ -19,16 +19,13 @@ import optuna
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests/tuner"))
 
-from test_vram_predict_op_offload import _info  # noqa: E402
-
-from scripts.make_gguf import SHAPES, Shape  # noqa: E402
+from scripts.make_gguf import SHAPES, Shape, header_info  # noqa: E402
 from tuner.vram_guard import VramGuard  # noqa: E402
 
 D = "docs/benchmarks/data/gpu/"
 M7 = SHAPES["mistral-7b"]
-M13 = M7._replace(blocks=40, hidden=5120, ffn=13824, heads=40, kv_heads=40, context_length=4096)
+M13 = SHAPES["llama2-13b"]
 STUDIES = [  # (database, study name or None for the only one, shape)
     (D + "gpu-h200.db", None, M7),
     (D + "run2-no-starts/gpu-h200.db", None, M7),
@@ -53,7 +50,7 @@ def replay(db: str, name: str | None, shape: Shape) -> tuple[list[float], list[f
     if not loaded:
         return [], [], []
     guard = VramGuard(
-        info=_info(shape, "Q4_0"),
+        info=header_info(shape, "Q4_0"),
         budget_mb=1e9,
         overhead_mb=loaded[0].user_attrs["vram_predicted"]["overhead_mb"],
     )

@@ -13,13 +13,12 @@ checked against the model buffers llama.cpp reported for the real files.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.make_gguf import _QUANTS, SHAPES, Shape, _tensor_specs
-from tuner.gguf_info import GGUFInfo, TensorInfo
+from scripts.make_gguf import DEMO_VOCAB, SHAPES, Shape, header_info
+from tuner.gguf_info import GGUFInfo
 from tuner.vram_predict import (
     MIB,
     OP_OFFLOAD_MIN_BATCH,
@@ -31,38 +30,13 @@ from tuner.vram_predict import (
     weights_split,
 )
 
-N_VOCAB = 49_152  # the demo model's tokenizer, copied into both files
+N_VOCAB = DEMO_VOCAB  # the demo model's tokenizer, copied into both files
 MISTRAL = SHAPES["mistral-7b"]  # make_gguf --shape mistral-7b (Q4_0): 32 x 4096, FFN 14336
 SMALL = Shape(blocks=4, hidden=2048, ffn=5632, heads=16, kv_heads=4, context_length=8192)
 
 
 def _info(shape: Shape, quant: str) -> GGUFInfo:
-    """The GGUFInfo read_gguf gives for make_gguf's file of this shape, without writing it."""
-    tensors = []
-    for name, ne, qname in _tensor_specs(shape, N_VOCAB, quant):
-        per_block, block_bytes, _ = _QUANTS[qname]
-        rows = 1
-        for n in ne[1:]:
-            rows *= n
-        tensors.append(TensorInfo(name, qname, ne[0] // per_block * block_bytes * rows, ne))
-    return GGUFInfo(
-        path=Path(f"{shape.blocks}x{shape.hidden}.{quant}.gguf"),
-        size_bytes=0,
-        architecture="llama",
-        block_count=shape.blocks,
-        context_length=shape.context_length,
-        embedding_length=shape.hidden,
-        head_count=shape.heads,
-        head_count_kv=shape.kv_heads,
-        key_length=None,
-        value_length=None,
-        vocab_size=N_VOCAB,
-        file_type=None,
-        name=None,
-        quantization=quant,
-        tensors=tuple(tensors),
-        feed_forward_length=shape.ffn,
-    )
+    return header_info(shape, quant, N_VOCAB)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import optuna
 import pytest
-from test_vram_predict_op_offload import MISTRAL, _info
 
+from scripts.make_gguf import SHAPES as GGUF_SHAPES
+from scripts.make_gguf import header_info as _info
 from tuner.gguf_info import GGUFInfo
 from tuner.vram_guard import VramGuard
 from tuner.vram_predict import gpu_layers
 
 DATA = Path(__file__).resolve().parents[2] / "docs/benchmarks/data/gpu/run5-pressure"
-L13B = MISTRAL._replace(blocks=40, hidden=5120, ffn=13824, heads=40, kv_heads=40)
-SHAPES = {"7b-free": MISTRAL, "7b-over": MISTRAL, "13b-free": L13B._replace(context_length=4096)}
+MISTRAL, L13B = GGUF_SHAPES["mistral-7b"], GGUF_SHAPES["llama2-13b"]
+SHAPES = {"7b-free": MISTRAL, "7b-over": MISTRAL, "13b-free": L13B}
 
 
 def _loaded(name: str) -> list[optuna.trial.FrozenTrial]:
