@@ -1,8 +1,15 @@
 """Desktop-Mate's built-in profiles (configs/baselines.yaml), measured first in every study, and
-dm-tune's own starting points (a profile with some knobs changed), measured right after them."""
+dm-tune's own starting points (a profile with some knobs changed), measured right after them.
+
+A start point may set `n_gpu_layers: fit`: the most layers whose predicted VRAM need is within
+the budget (tuner.vram_guard), for models larger than the budget, where every profile that
+offloads everything is skipped unloaded. It is enqueued only where fitting changes something
+(the model does not fit whole) and where the build can offload. `n_threads: all` is every
+logical core (with layers in RAM, the CPU side decides the speed)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +93,7 @@ def check_start_knobs(starts: dict[str, dict[str, object]], known: set[str]) -> 
     from objectives.llama_params import KV_TYPES
 
     for name, params in starts.items():
+        params = {k: v for k, v in params.items() if (k, v) not in WORDS}
         unknown = sorted(set(params) - known)
         if unknown:
             raise UserError(
@@ -106,19 +114,42 @@ def check_start_knobs(starts: dict[str, dict[str, object]], known: set[str]) -> 
                 )
 
 
+FIT = "fit"  # n_gpu_layers of a start point: as many as the VRAM budget holds
+ALL = "all"  # n_threads of a start point: every logical core
+WORDS = {("n_gpu_layers", FIT), ("n_threads", ALL)}
+# (settings) -> the most GPU layers within the VRAM budget (VramGuard.most_layers)
+LayerFit = Callable[[dict[str, Any]], int]
+
+
 def starting_trials(
-    space: SearchSpace, baselines: dict[str, dict[str, Any]], starts: dict[str, dict[str, Any]]
+    space: SearchSpace,
+    baselines: dict[str, dict[str, Any]],
+    starts: dict[str, dict[str, Any]],
+    fit: LayerFit | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, str]]]:
     """What the study measures before sampling: the app's profiles, then dm-tune's start points
     (skipped where they come out the same as a profile on this machine); (params, user_attrs).
 
     A profile keeps an n_ctx below the context floor (the study measures it as the app runs it,
-    as infeasible); a start point is raised to the floor (it is a suggestion of dm-tune's)."""
+    as infeasible); a start point is raised to the floor (it is a suggestion of dm-tune's).
+    A start point with `n_gpu_layers: fit` gets `fit`'s layer count, and is left out without
+    `fit` (no VRAM prediction: a CPU build, or no NVIDIA GPU) or where the model fits whole."""
     out: list[tuple[dict[str, Any], dict[str, str]]] = []
     seen: set[str] = set()
     for kind, group in (("baseline", baselines), ("start", starts)):
         for name, profile in group.items():
-            params = space.fit_baseline(dict(profile))
+            fitted = profile.get("n_gpu_layers") == FIT
+            if fitted and fit is None:
+                continue
+            profile = {**profile, **({"n_gpu_layers": -1} if fitted else {})}
+            if profile.get("n_threads") == ALL:
+                profile["n_threads"] = space.machine.logical_cores
+            params = space.fit_baseline(profile)
+            if fitted and fit is not None:
+                layers = fit(params)
+                if layers >= int(params["n_gpu_layers"]):
+                    continue  # the whole model fits: the other start points cover it
+                params["n_gpu_layers"] = layers
             if kind == "start" and int(params["n_ctx"]) < space.machine.min_ctx:
                 params["n_ctx"] = min(space.n_ctx_choices)
             if kind == "start" and key_of(params) in seen:

@@ -150,7 +150,9 @@ def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], li
         for kind in names
         if kind in t.user_attrs
     }
-    for params, attrs in starting_trials(ctx.space, ctx.baselines, ctx.starts):
+    guard = ctx.vram_guard
+    fit = None if guard is None else (lambda p: guard.most_layers(p, ctx.space.machine.layers))
+    for params, attrs in starting_trials(ctx.space, ctx.baselines, ctx.starts, fit):
         if set(attrs.items()) <= have:
             continue  # already measured, running or waiting: exactly once
         user_attrs: dict[str, Any] = dict(attrs)

@@ -62,6 +62,13 @@ class VramGuard:
             f"compute {pred.compute_mb:.0f}, overhead {pred.overhead_mb:.0f}); not loaded"
         )
 
+    def most_layers(self, params: dict[str, Any], layers: int) -> int:
+        """The most GPU layers (<= layers) whose predicted need is within the budget; 0 if none."""
+        for ngl in range(layers, 0, -1):
+            if self.need_mb(self.predict({**params, "n_gpu_layers": ngl})) <= self.budget_mb:
+                return ngl
+        return 0
+
     def learn(self, params: dict[str, Any], pred: VramPrediction, measured_mb: float) -> None:
         """Add one loaded trial to its class: the class's overhead becomes the median gap."""
         pair = (pred.total_mb - pred.overhead_mb, measured_mb)

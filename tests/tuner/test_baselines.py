@@ -70,3 +70,50 @@ def test_a_start_from_an_unknown_profile_is_a_one_line_error(tmp_path: Path) -> 
 def test_a_start_with_an_unknown_knob_is_refused() -> None:
     with pytest.raises(UserError, match=r"unknown knob.*flash_attention"):
         check_start_knobs({"s": {"flash_attention": True}}, set(type(SPACE).model_fields))
+
+
+def _fit_plan(most_layers: int) -> list[tuple[dict[str, object], dict[str, str]]]:
+    starts = load_starts(BASELINES, gpu_offload=True)
+    return starting_trials(
+        resolve(SPACE, GPU), load_baselines(BASELINES), starts, fit=lambda p: most_layers
+    )
+
+
+def test_a_model_larger_than_the_budget_starts_from_the_most_layers_that_fit() -> None:
+    # The 13B-class case of the 6 GB card (docs/benchmarks/fit.md): every profile offloading
+    # everything is skipped unloaded; the fit start is the search's only full-speed example.
+    plan = _fit_plan(17)
+    assert [a for _, a in plan][-1] == {"start": "fit_flash_attn"}
+    fitted = plan[-1][0]
+    assert fitted["n_gpu_layers"] == 17 and fitted["n_threads"] == GPU.logical_cores
+    assert (fitted["flash_attn"], fitted["n_batch"], fitted["n_ubatch"]) == (True, 1024, 1024)
+
+
+def test_the_fit_start_is_left_out_where_the_model_fits_whole_or_nothing_predicts() -> None:
+    whole = [a for _, a in _fit_plan(GPU.layers)]
+    assert {"start": "fit_flash_attn"} not in whole and {"start": "performance_flash_attn"} in whole
+    no_prediction = [a for _, a in _plan(GPU)]  # no NVIDIA GPU reading: no VRAM predictor
+    assert {"start": "fit_flash_attn"} not in no_prediction
+
+
+def test_fit_and_all_are_the_only_words_a_start_may_use_for_numbers() -> None:
+    known = set(type(SPACE).model_fields)
+    check_start_knobs({"s": {"n_gpu_layers": "fit", "n_threads": "all"}}, known)
+    with pytest.raises(UserError, match="sets n_threads to 'fit'; it must be an integer"):
+        check_start_knobs({"s": {"n_threads": "fit"}}, known)
+
+
+def test_most_layers_is_the_largest_count_whose_need_fits(demo_model: Path) -> None:
+    from tuner.gguf_info import read_gguf
+    from tuner.vram_guard import VramGuard
+    from tuner.vram_need import free_vram_need_mb
+
+    info = read_gguf(demo_model)
+    settings = {"n_ctx": 4096, "n_batch": 512}
+    whole = VramGuard(info, 1e6, 300.0)
+    layers = info.block_count + 1
+    assert whole.most_layers(settings, layers) == layers
+    need = [whole.need_mb(whole.predict({**settings, "n_gpu_layers": n})) for n in (10, 11)]
+    guard = VramGuard(info, (need[0] + need[1]) / 2, 300.0)  # room for 10 layers, not 11
+    assert guard.most_layers(settings, layers) == 10
+    assert VramGuard(info, free_vram_need_mb(0.0), 300.0).most_layers(settings, layers) == 0
