@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+# Where a trial's VRAM figure comes from (TrialMetrics.vram_source; null on a CPU-only build):
+# "process": NVML's per-process peak; "device-delta": NVML's device growth where it gives no
+# per-process figure (Windows WDDM); "llama-buffers": llama.cpp's own device buffers, where
+# NVML can't read the GPU (no NVIDIA driver: Metal, Vulkan, ROCm); "none": a build that offloads
+# with no reading at all (its trial counts as over the budget, tuner/vram_need.py).
+VramSource = Literal["process", "device-delta", "llama-buffers", "none"]
+LLAMA_BUFFERS: VramSource = "llama-buffers"
+NO_READING: VramSource = "none"
 
 
 @dataclass(frozen=True)

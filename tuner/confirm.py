@@ -22,12 +22,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives.metrics import Sample, TrialMetrics
+from objectives.metrics import NO_READING, Sample, TrialMetrics
 from objectives.prewarm import WarmPool
 from objectives.runner import CHILD_ARGV, run_child
 from tuner.selection import candidates, pareto_front, score
 from tuner.trial_record import objective_values, with_vram_constraint
 from tuner.vram_need import over_budget_mb
+from tuner.vram_reading import with_vram_reading
 
 Echo = Callable[[str], None]
 
@@ -89,6 +90,7 @@ class _Arm:
     trial: FrozenTrial
     samples: list[Sample] = field(default_factory=list)
     vram: list[float] = field(default_factory=list)
+    unmeasured: bool = False  # a run on a build that offloads gave no VRAM reading
     last: TrialMetrics | None = None
 
 
@@ -107,6 +109,7 @@ def confirm_trials(
         return done
     budget = float(study.user_attrs["settings"]["vram_budget_mb"])
     latency = str(study.user_attrs["settings"]["latency"])
+    offload = bool(study.user_attrs.get("gpu_offload"))
     refs: dict[str, dict[str, Any]] = dict(study.user_attrs.get("reference_runs", {}))
     session = len(refs) + 1
     arms = [_Arm(t) for t in todo]
@@ -126,6 +129,8 @@ def confirm_trials(
                     "workload": how.workload,
                 }
                 res = run_child(spec, how.timeout_s, pool=pool)
+                ngl = int(spec["params"].get("n_gpu_layers", 0))
+                res = with_vram_reading(res, offload=offload, n_gpu_layers=ngl)
                 if res.status != "ok" or res.metrics is None:
                     echo(f"  confirm #{arm.trial.number}: {res.status} ({res.reason})")
                     continue
@@ -133,6 +138,7 @@ def confirm_trials(
                 arm.samples.extend(res.metrics.samples)
                 if res.metrics.vram_mb is not None:
                     arm.vram.append(res.metrics.vram_mb)
+                arm.unmeasured |= res.metrics.vram_source == NO_READING
     for arm in arms:
         entry = _entry(arm, how.runs, budget, latency, session)
         t = arm.trial
@@ -174,7 +180,7 @@ def _entry(arm: _Arm, runs: int, budget: float, latency: str, session: int) -> d
     metrics = m.to_dict()
     metrics["vram_mb"] = max(arm.vram) if arm.vram else None  # the peak bounds the tier
     metrics["vram_mb_runs"] = arm.vram  # one peak per fresh process: median and spread
-    metrics["vram_source"] = last.vram_source
+    metrics["vram_source"] = NO_READING if arm.unmeasured else last.vram_source
     values = objective_values(metrics, latency)
     gap = (values[0] - t.values[0]) / t.values[0] * 100 if t.values and t.values[0] else 0.0
     return {
@@ -185,7 +191,7 @@ def _entry(arm: _Arm, runs: int, budget: float, latency: str, session: int) -> d
         "study_values": list(t.values or []),
         "tok_s_gap_pct": round(gap, 2),
         "metrics": metrics,
-        "over_budget_mb": over_budget_mb(metrics["vram_mb"], budget),
+        "over_budget_mb": over_budget_mb(metrics["vram_mb"], budget, metrics["vram_source"]),
     }
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PACKAGED_CONFIGS = "_configs"  # in the wheel, under tuner/: copied from configs/ (setup.py)
 
 
 def config_dir() -> Path:
-    """configs/ of the source checkout (the project is installed editable from it)."""
-    return ROOT / "configs"
+    """configs/ of the source checkout (a checkout or an editable install reads it in place),
+    else the copy a wheel carries inside the package (a non-editable install)."""
+    checkout = ROOT / "configs"
+    if (ROOT / "pyproject.toml").is_file() and checkout.is_dir():
+        return checkout
+    return Path(str(files("tuner") / PACKAGED_CONFIGS))  # wheels install unzipped: a folder
 
 
 def default_config(name: str) -> Path:

@@ -25,6 +25,7 @@ from tuner.study_name import check_study_name
 from tuner.vram_guard import VramGuard
 from tuner.vram_need import free_vram_need_mb
 from tuner.vram_predict import predict_min_vram, predict_vram
+from tuner.vram_reading import reading_note
 from tuner.yaml_io import load_model
 
 
@@ -150,6 +151,9 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
             "llama-cpp-python cannot offload to it; every trial runs on the CPU. "
             "Run `dm-tune doctor` for the reinstall command."
         )
+    note = reading_note(probe.gpu_offload, nvml_reads=probe.smoke_vram_mb is not None)
+    if note is not None:
+        echo(note)
     guard = None
     if hardware.gpus and probe.gpu_offload:
         guard = _vram_guard(info, probe, space, s.vram_budget_mb)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from objectives.metrics import VramSource
 from objectives.nvml import list_gpus
 from tuner.history_fit import fit_history as fit_history
 from tuner.model_file import sha256_cached
@@ -134,6 +135,8 @@ class Measured(_Strict):
     early_ttft_ms: float | None = Field(default=None, ge=0)
     early_gen_tok_s: float | None = Field(default=None, ge=0)
     vram_mb: float | None = Field(default=None, ge=0)  # peak over the trial; null without a GPU
+    # how vram_mb was read (objectives.metrics.VramSource); absent from profiles before it
+    vram_source: VramSource | None = None
     # median and spread of the per-process peaks when re-measured in fresh processes
     vram: Stat | None = None
 

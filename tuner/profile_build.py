@@ -121,6 +121,7 @@ def _measured(t: FrozenTrial) -> Measured:
         early_ttft_ms=_opt(m.get("early_ttft_ms")),
         early_gen_tok_s=_opt(m.get("early_gen_tok_s")),
         vram_mb=_vram(t),
+        vram_source=m.get("vram_source"),
         vram=_vram_stat(m),
     )
 

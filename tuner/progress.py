@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.runner import ChildResult
 from tuner.probe import crash_diagnosis
 from tuner.selection import choose_best
+from tuner.vram_reading import UNMEASURED_ATTR
 from tuner.vram_spill import SPILL_ATTR
 
 STREAK_ANYWHERE = 5  # after the start, this many identical failures in a row also stop the study
@@ -118,8 +119,9 @@ class Progress:
             f"[{self.count}/{self.total}] {_fmt_s(elapsed)} elapsed, ETA {_fmt_s(eta)} | "
             f"#{trial.number}{tag} {settings} -> {outcome}{btxt}"
         )
-        if SPILL_ATTR in trial.user_attrs:
-            self.echo(f"  #{trial.number} is over the VRAM budget: {trial.user_attrs[SPILL_ATTR]}")
+        for why in (SPILL_ATTR, UNMEASURED_ATTR):
+            if why in trial.user_attrs:
+                self.echo(f"  #{trial.number} is over the VRAM budget: {trial.user_attrs[why]}")
         self._guard(study, trial)
 
     def _guard(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.llama_buffers import parse_buffers
+from objectives.metrics import NO_READING
 from objectives.prewarm import WarmPool
 from objectives.runner import CHILD_ARGV, run_child
 from objectives.spawned import owner_alive, remove_orphan_folders, this_process
@@ -31,6 +32,7 @@ from tuner.trial_record import (
     record_child,
     set_constraints,
 )
+from tuner.vram_reading import UNMEASURED_ATTR, unmeasured_reason, with_vram_reading
 from tuner.vram_spill import (
     SPILL_ATTR,
     measured_points,
@@ -242,6 +244,7 @@ def make_objective(
 ) -> Callable[[optuna.Trial], list[float]]:
     s = ctx.settings
     budget = s.vram_budget_mb
+    offload = bool(ctx.probe.gpu_offload)
     guard = ctx.vram_guard
     if guard is not None:
         guard.seed(study.get_trials(deepcopy=False))
@@ -260,7 +263,7 @@ def make_objective(
             if prev.state == TrialState.COMPLETE and prev.values is not None:
                 trial.set_user_attr("status", "reused")
                 trial.set_user_attr("reason", f"same settings as trial {prev.number}")
-                for k in ("metrics", "gpu", "llama_buffers", SPILL_ATTR):
+                for k in ("metrics", "gpu", "llama_buffers", SPILL_ATTR, UNMEASURED_ATTR):
                     if k in prev.user_attrs:
                         trial.set_user_attr(k, prev.user_attrs[k])
                 copy_constraints(trial, prev)
@@ -305,8 +308,10 @@ def make_objective(
             trial.set_user_attr("status", "interrupted")
             trial.set_user_attr("reason", describe(exc))
             raise
-        record_child(trial, res)
         buffers = parse_buffers(str(res.payload.get("llama_log", "")))
+        ngl = int(params.get("n_gpu_layers", 0))
+        res = with_vram_reading(res, offload=offload, n_gpu_layers=ngl, buffers=buffers)
+        record_child(trial, res)
         if buffers:
             trial.set_user_attr("llama_buffers", buffers)
         if res.status == "pruned":
@@ -314,13 +319,17 @@ def make_objective(
             raise optuna.TrialPruned(res.reason)
         if res.status != "ok" or res.metrics is None:
             raise TrialFailed(res.reason or res.status)
-        vram = res.metrics.vram_mb
+        vram, source = res.metrics.vram_mb, res.metrics.vram_source
         if guard is not None and pred is not None and vram:
             trial.set_user_attr(
                 "vram_prediction_error_pct", round((pred.total_mb - vram) / vram * 100, 2)
             )
             guard.learn(params, pred, vram)
-        constraints = constraint_values(vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx)
+        constraints = constraint_values(
+            vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx, source
+        )
+        if source == NO_READING:
+            trial.set_user_attr(UNMEASURED_ATTR, unmeasured_reason())
         point = spill_point(trial.number, params, res.metrics.gen_tok_s, asdict(res.gpu))
         earlier = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         spill = spill_reason(point, measured_points(earlier))

@@ -22,11 +22,15 @@ _PREFIX = "constraints:"
 
 
 def constraint_values(
-    vram_mb: float | None, budget_mb: float, n_ctx: int, min_ctx: int
+    vram_mb: float | None,
+    budget_mb: float,
+    n_ctx: int,
+    min_ctx: int,
+    vram_source: str | None = None,
 ) -> dict[str, float]:
     """Both constraints of one measurement (tuner/vram_need.py, tuner/context_floor.py)."""
     return {
-        CONSTRAINT_KEY: over_budget_mb(vram_mb, budget_mb),
+        CONSTRAINT_KEY: over_budget_mb(vram_mb, budget_mb, vram_source),
         CTX_CONSTRAINT_KEY: float(min_ctx - n_ctx),
     }
 

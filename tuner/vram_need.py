@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+from objectives.metrics import NO_READING
+
 VRAM_MARGIN_MB = 256.0
 
 
@@ -24,9 +26,14 @@ def free_vram_need_mb(peak_mb: float) -> float:
     return float(math.ceil(peak_mb + VRAM_MARGIN_MB))
 
 
-def over_budget_mb(peak_mb: float | None, budget_mb: float) -> float:
-    """The study's VRAM constraint (feasible when <= 0). Without a GPU reading nothing is
-    placed in VRAM: -budget."""
+def over_budget_mb(peak_mb: float | None, budget_mb: float, source: str | None = None) -> float:
+    """The study's VRAM constraint (feasible when <= 0), for a peak read from `source`
+    (objectives.metrics.VramSource). Without a reading on a CPU-only build (source None)
+    nothing is placed in VRAM: -budget. A build that offloads but gave no reading at all
+    (source "none") is never within the budget: its need is taken as twice the budget
+    (finite: the dashboard can't read an infinite constraint)."""
+    if source == NO_READING:
+        return float(budget_mb)
     if peak_mb is None:
         return -budget_mb
     return free_vram_need_mb(peak_mb) - budget_mb

@@ -1,6 +1,7 @@
 """Stand-in trial child: writes a fixed successful result (tests the parent's plumbing)."""
 
 import json
+import os
 import sys
 
 spec = json.load(open(sys.argv[1], encoding="utf-8"))
@@ -25,4 +26,8 @@ metrics = {
     "extra": {},
 }
 print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
-json.dump({"ok": True, "metrics": metrics}, open(sys.argv[2], "w", encoding="utf-8"))
+result = {"ok": True, "metrics": metrics}
+log = os.environ.get("DM_TUNE_STAND_IN_LLAMA_LOG")  # a recorded llama.cpp log, as the child's
+if log:
+    result["llama_log"] = open(log, encoding="utf-8").read()
+json.dump(result, open(sys.argv[2], "w", encoding="utf-8"))

@@ -247,3 +247,20 @@ def test_a_version_2_profile_keeps_its_context_floor(
     _tamper(profile_path, edit)
     with pytest.raises(ProfileError, match=message.replace("(", "\\(").replace(")", "\\)")):
         load_profile(profile_path)
+
+
+def test_the_measured_vram_source_is_kept_and_older_profiles_without_it_load(
+    profile_path: Path,
+) -> None:
+    assert {t.measured.vram_source for t in load_profile(profile_path).tiers if t.measured} == {
+        "process"
+    }
+    old = Path(__file__).resolve().parents[2] / "docs/benchmarks/data/gpu/profile-h200.yaml"
+    assert "vram_source" not in old.read_text(encoding="utf-8")  # written before the field
+    assert all(
+        t.measured is None or t.measured.vram_source is None for t in load_profile(old).tiers
+    )
+    _tamper(profile_path, lambda d: d["tiers"][0]["measured"].update(vram_source="guess"))
+    with pytest.raises(ProfileError, match=r"'tiers\.0\.measured\.vram_source'") as exc:
+        load_profile(profile_path)
+    assert "\n" not in str(exc.value)

@@ -293,6 +293,7 @@ def _context(tmp_path: Path) -> Any:
     return SimpleNamespace(
         settings=settings,
         vram_guard=None,
+        probe=SimpleNamespace(gpu_offload=True),
         space=_Space(),
         model=SimpleNamespace(path=tmp_path / "model.gguf"),
         floor=SimpleNamespace(min_ctx=4096),
