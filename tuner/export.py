@@ -21,7 +21,7 @@ from tuner.errors import UserError
 from tuner.profile import Measured, Profile, ProfileError, write_profile
 from tuner.profile_build import build_profile
 from tuner.progress import describe_settings
-from tuner.report import floor_cost
+from tuner.summary import floor_cost
 from tuner.study_name import check_study_name
 
 Echo = Callable[[str], None]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tuner.measure_lock import measurement_lock, relabel
 from tuner.prepare import check_options, prepare
-from tuner.report import render_summary
+from tuner.summary import render_summary
 from tuner.settings import RunSettings
 from tuner.study import counted_trials, run_study
 
