@@ -21,8 +21,8 @@ from tuner.errors import UserError
 from tuner.profile import Measured, Profile, ProfileError, write_profile
 from tuner.profile_build import build_profile
 from tuner.progress import describe_settings
-from tuner.summary import floor_cost
 from tuner.study_name import check_study_name
+from tuner.summary import floor_cost
 
 Echo = Callable[[str], None]
 MAX_CONFIRM_ROUNDS = 3
