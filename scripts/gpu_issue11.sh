@@ -60,7 +60,8 @@ study() {
   [ -n "$prof" ] || { echo "no profile exported" | tee -a "$R/$name.log"; return 1; }
   { echo "free MiB: $(free_mib)"; dmtune profile select "$prof" --model "$model"; echo "exit $?"; } \
     > "$R/$name-select.txt" 2>&1
-  timeout 900 python3 -m tuner.cli verify "$prof" --model "$model" --runs 3 > "$R/$name-verify.txt" 2>&1
+  timeout 900 python3 -m tuner.cli verify "$prof" --model "$model" --runs 3 ${VERIFY_TIERS:---tier default} \
+    > "$R/$name-verify.txt" 2>&1
   echo "verify exit $?" | tee -a "$R/$name-verify.txt"
 }
 

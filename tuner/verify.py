@@ -22,7 +22,7 @@ from objectives.workload import Workload
 from tuner.errors import UserError
 from tuner.measure_lock import measurement_lock
 from tuner.paths import default_config
-from tuner.profile import Tier
+from tuner.profile import Profile, Tier
 from tuner.profile_run import FreeVram, free_vram, open_profile, resolve_model
 from tuner.yaml_io import load_model
 
@@ -171,8 +171,10 @@ def verify_profile(
     argv: list[str] | None = None,
     wait: bool = True,
     echo: Echo = print,
+    tiers: tuple[str, ...] = (),
 ) -> VerifyReport:
-    """Re-measure every tier that fits this machine's free VRAM, `runs` fresh processes each.
+    """Re-measure every tier that fits this machine's free VRAM, `runs` fresh processes each
+    (only the `tiers` named, when given; "default" names the profile's default tier).
 
     Each run is the study's own trial child with the study's spec shape, so the figures are
     comparable with the recorded ones as long as `workload` is the one the study used.
@@ -182,6 +184,7 @@ def verify_profile(
     _check_options(runs, tolerance, repeats, timeout_s)
     workload = workload or default_config("workload.yaml")
     profile = open_profile(path)
+    chosen = _chosen_tiers(profile, tiers)
     model_path = resolve_model(profile, model)
     w = load_model(workload, Workload)
     with measurement_lock("dm-tune verify", f"profile {path.name}", wait=wait, echo=echo):
@@ -191,14 +194,14 @@ def verify_profile(
             "workload": w.spec(repeats),
         }
         echo(
-            f"Verifying {len(profile.tiers)} tier(s) of {path} on {model_path.name}: "
+            f"Verifying {len(chosen)} tier(s) of {path} on {model_path.name}: "
             f"{runs} run(s) each, {free.describe()}"
         )
-        warnings = tuple(w for w in (t.app_keys_warning() for t in profile.tiers) if w)
+        warnings = tuple(w for w in (t.app_keys_warning() for t in chosen) if w)
         for line in warnings:
             echo(f"warning: {line}")
         checks = []
-        for tier in profile.tiers:
+        for tier in chosen:
             need = tier.min_vram_free_mb
             recorded = tier.measured.gen_tok_s.median if tier.measured is not None else None
             if need > 0 and (free.mb is None or free.mb < need):
@@ -219,6 +222,21 @@ def verify_profile(
         return VerifyReport(
             path, model_path, workload, runs, tolerance, free, tuple(checks), warnings
         )
+
+
+def _chosen_tiers(profile: Profile, names: tuple[str, ...]) -> list[Tier]:
+    """The profile's tiers named (all when none is); one clear error for an unknown name."""
+    if not names:
+        return list(profile.tiers)
+    by_name = {t.name: t for t in profile.tiers}
+    wanted = [profile.default_tier if n == "default" else n for n in names]
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise UserError(
+            f"no tier named {', '.join(unknown)} in the profile; its tiers are "
+            f"{', '.join(by_name)} (or `default`)"
+        )
+    return [by_name[n] for n in dict.fromkeys(wanted)]
 
 
 def _num(x: float | None) -> str:

@@ -79,6 +79,31 @@ def test_verify_fails_when_the_recorded_speed_is_10x_too_high(
     assert "FAILED: cpu_fallback" in r.output
 
 
+@pytest.mark.slow
+def test_verify_only_the_tiers_named(
+    demo_model: Path, measured_tok_s: float, workload: Path, tmp_path: Path
+) -> None:
+    profile = write_demo_profile(tmp_path / "p.yaml", demo_model, tok_s=measured_tok_s)
+    r = runner.invoke(
+        app, _args(profile, workload, "--tier", "cpu_fallback", "--runs", "1", "--tolerance", "0.9")
+    )
+    assert r.exit_code == 0, r.output
+    assert "Verifying 1 tier(s)" in r.output and "OK: 1 tier(s) verified, 0 skipped" in r.output
+    assert not any(line.startswith("performance") for line in r.output.splitlines())
+
+
+def test_an_unknown_tier_is_one_line_and_nothing_runs(
+    demo_model: Path, workload: Path, tmp_path: Path
+) -> None:
+    profile = write_demo_profile(tmp_path / "p.yaml", demo_model, tok_s=10)
+    r = runner.invoke(app, _args(profile, workload, "--tier", "default", "--tier", "fast"))
+    assert r.exit_code == 2 and "Verifying" not in r.output
+    assert r.stderr.strip() == (
+        "error: no tier named fast in the profile; its tiers are performance, cpu_fallback "
+        "(or `default`)"
+    )
+
+
 def test_a_profile_for_another_model_needs_model(tmp_path: Path, workload: Path) -> None:
     gguf = tmp_path / "other.gguf"
     gguf.write_bytes(b"GGUF stand-in")

@@ -33,6 +33,10 @@ def verify(
         bool,
         typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
     ] = False,
+    tier: Annotated[
+        list[str] | None,
+        typer.Option("--tier", help="Verify only this tier (repeatable; `default`: the default)"),
+    ] = None,
 ) -> None:
     """Measure every tier that fits this machine's free VRAM again (N fresh processes each) and
     check its VRAM against min_vram_free_mb and its tok/s against the recorded median."""
@@ -48,6 +52,7 @@ def verify(
         timeout_s=timeout,
         wait=not no_wait,
         echo=lambda line: typer.echo(line),
+        tiers=tuple(tier or ()),
     )
     typer.echo(render(report))
     if not report.passed:
