@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tuner.measure_lock import measurement_lock, relabel
 from tuner.prepare import check_options, prepare
-from tuner.summary import render_summary
 from tuner.settings import RunSettings
 from tuner.study import counted_trials, run_study
+from tuner.summary import render_summary
 
 Echo = Callable[[str], None]
 

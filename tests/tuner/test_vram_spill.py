@@ -22,9 +22,9 @@ from tuner.confirm import top_candidates
 from tuner.export import export_profile
 from tuner.profile import load_profile
 from tuner.progress import Progress
-from tuner.summary import render_summary
 from tuner.selection import candidates, choose_best, is_feasible, pareto_front
 from tuner.study import DIRECTIONS, make_objective
+from tuner.summary import render_summary
 from tuner.trial_record import CONSTRAINT_KEY, LEGACY_CONSTRAINTS_ATTR
 from tuner.vram_need import over_budget_mb
 from tuner.vram_spill import (
