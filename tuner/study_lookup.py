@@ -42,7 +42,8 @@ def load_existing_study(storage: str, study_name: str | None) -> optuna.Study:
         study_name = names[0]
     elif study_name not in names:
         raise UserError(
-            f"no study named '{study_name}' in {display_url(storage)}; it has: {', '.join(sorted(names))}"
+            f"no study named '{study_name}' in {display_url(storage)}; it has: "
+            f"{', '.join(sorted(names))}"
         )
     return optuna.load_study(study_name=study_name, storage=storage)
 
@@ -68,7 +69,7 @@ def load_dm_tune_study(storage: str, study_name: str | None) -> optuna.Study:
         "llama_kwargs" in t.user_attrs for t in study.get_trials(deepcopy=False)
     ):
         raise UserError(
-            f"study '{study.study_name}' in {display_url(storage)} was not made by `dm-tune run` (no dm-tune "
-            "settings or trials); pick a dm-tune study with --study NAME"
+            f"study '{study.study_name}' in {display_url(storage)} was not made by `dm-tune run` "
+            "(no dm-tune settings or trials); pick a dm-tune study with --study NAME"
         )
     return study
