@@ -319,7 +319,7 @@ def _app_rows(trials: Sequence[FrozenTrial], attrs: dict[str, Any]) -> list[Prof
     """The app's own profiles as the study measured them, then the side-by-side re-measurements
     of its performance profile (one per confirmation session)."""
     by_name: dict[str, FrozenTrial] = {}
-    for t in trials:  # the completed measurement of each profile, else its last attempt
+    for t in trials:  # the completed measurement of each profile, else its first attempt
         role, name = role_of(t)
         kept = by_name.get(name)
         if role == "baseline" and (kept is None or (_measured(t) and not _measured(kept))):
