@@ -65,6 +65,14 @@ def _register() -> None:
 
     app.command("soak")(soak_cmd.soak)
 
+    from tuner.commands import report_cmd
+
+    app.command("report")(report_cmd.report)
+
+    from tuner.commands import trials_cmd
+
+    app.command("trials")(trials_cmd.trials)
+
 
 _register()
 

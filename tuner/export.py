@@ -128,6 +128,35 @@ def _conversation(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, A
     return {**floor, **({"floor_cost": cost} if cost else {})}
 
 
+def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
+    """The tiered profile of the study's feasible trials, on confirmed figures where the study
+    holds them (`confirmed`); what export writes, and what the report compares with."""
+    attrs = study.user_attrs
+    if "model" not in attrs or "settings" not in attrs:
+        raise UserError(
+            f"study '{study.study_name}' was not made by dm-tune run; nothing to export"
+        )
+    m = attrs["model"]
+    model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
+    gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
+    confirmed = attrs.get("confirmed", {})
+    trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
+    ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
+    try:
+        return build_profile(
+            trials,
+            confirmed=ok or None,
+            model=model,
+            provenance=_provenance(study, storage),
+            budget_mb=float(attrs["settings"]["vram_budget_mb"]),
+            prefer=prefer,
+            gpu_present=gpu_present,
+            conversation=_conversation(study, study.get_trials(deepcopy=False)),
+        )
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+
+
 def export_profile(
     study: optuna.Study,
     *,
@@ -142,32 +171,9 @@ def export_profile(
 
     With `remeasure`, every tier's trial that was not confirmed yet is measured again first and
     the profile is rebuilt on the confirmed numbers, so each tier records confirmed values."""
-    attrs = study.user_attrs
-    if "model" not in attrs or "settings" not in attrs:
-        raise UserError(
-            f"study '{study.study_name}' was not made by dm-tune run; nothing to export"
-        )
-    m = attrs["model"]
-    model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
-    gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
 
     def build() -> Profile:
-        confirmed = study.user_attrs.get("confirmed", {})
-        trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
-        ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
-        try:
-            return build_profile(
-                trials,
-                confirmed=ok or None,
-                model=model,
-                provenance=_provenance(study, storage),
-                budget_mb=float(attrs["settings"]["vram_budget_mb"]),
-                prefer=prefer,
-                gpu_present=gpu_present,
-                conversation=_conversation(study, study.get_trials(deepcopy=False)),
-            )
-        except ProfileError as exc:
-            raise UserError(str(exc)) from None
+        return study_profile(study, prefer=prefer, storage=storage)
 
     profile = build()
     # A confirmed figure can move a tier onto another trial: confirm that one too, until every

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives.runner import ChildResult
+from objectives.runner import ChildResult, Watch
 from tuner.vram_need import over_budget_mb
 
 # The study's two constraints, feasible when <= 0, in this order in the legacy list:
@@ -78,3 +78,54 @@ def record_child(trial: optuna.Trial, res: ChildResult) -> None:
 def objective_values(metrics: dict[str, Any], latency: str) -> list[float]:
     lat = metrics.get("warm_ttft_ms") if latency == "warm" else metrics["ttft_ms"]
     return [float(metrics["gen_tok_s"]), float(lat if lat is not None else metrics["ttft_ms"])]
+
+
+# Typed readers of what record_child and the study store (for the report and the trial list).
+ROLE_ATTRS = ("baseline", "start")  # enqueued trials carry their name under one of these
+
+
+def settings_of(t: FrozenTrial) -> dict[str, Any]:
+    """The settings passed to Llama(...): the normalized `llama_kwargs`, else the params."""
+    kwargs = t.user_attrs.get("llama_kwargs")
+    return dict(kwargs) if isinstance(kwargs, dict) else dict(t.params)
+
+
+def metrics_of(t: FrozenTrial) -> dict[str, Any]:
+    """The trial's measured metrics (TrialMetrics.to_dict()); empty when nothing was measured."""
+    m = t.user_attrs.get("metrics")
+    return dict(m) if isinstance(m, dict) else {}
+
+
+def status_of(t: FrozenTrial) -> str:
+    """dm-tune's status (`ok`, `pruned`, `over_budget_predicted`...), else Optuna's state."""
+    return str(t.user_attrs.get("status") or t.state.name.lower())
+
+
+def role_of(t: FrozenTrial) -> tuple[str, str]:
+    """(`baseline` | `start` | `sampled`, the profile or start point's name or "")."""
+    for kind in ROLE_ATTRS:
+        if kind in t.user_attrs:
+            return kind, str(t.user_attrs[kind])
+    return "sampled", ""
+
+
+def _float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def vram_predicted_mb(t: FrozenTrial) -> float | None:
+    """The predictor's estimate before loading; None where no GPU was predicted for."""
+    return _float(t.user_attrs.get("vram_predicted_mb"))
+
+
+def partial_figures(t: FrozenTrial) -> tuple[float, float] | None:
+    """(tok/s, first-token ms) a pruned trial's first answer showed when it was stopped, or
+    None when it was stopped before its first token or recorded no watch."""
+    w = t.user_attrs.get("watch")
+    if not isinstance(w, dict):
+        return None
+    tokens, ttft_s, gen_s = _float(w.get("tokens")), _float(w.get("ttft_s")), _float(w.get("gen_s"))
+    if tokens is None or ttft_s is None or gen_s is None:
+        return None
+    watch = Watch(None, 0.0, int(tokens), ttft_s, gen_s, None)
+    return None if watch.gen_tok_s is None else (watch.gen_tok_s, ttft_s * 1000)

@@ -87,3 +87,7 @@ def export(
             remeasure=how,
             echo=lambda line: typer.echo(line),
         )
+    from tuner.inspect_hint import inspect_commands
+
+    for line in inspect_commands(storage, s.study_name):
+        typer.echo(f"Inspect: {line}")

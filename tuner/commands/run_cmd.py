@@ -95,3 +95,7 @@ def run(
         raise storage_failure(exc, storage) from None
     if summary.interrupted:
         raise typer.Exit(summary.exit_code or 130)
+    from tuner.inspect_hint import inspect_commands
+
+    for line in inspect_commands(summary.storage, summary.study_name):
+        typer.echo(f"Inspect: {line}")
