@@ -25,7 +25,6 @@ Tiers (names match Desktop-Mate's GPU_PROFILES, so `"gpu_profile": "performance"
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -46,6 +45,7 @@ from tuner.profile import (
     Tier,
 )
 from tuner.selection import PREFER_CHOICES, candidates, choose_best
+from tuner.storage import display_url
 from tuner.vram_need import VRAM_MARGIN_MB, free_vram_need_mb
 
 CPU_TIER = "cpu_fallback"
@@ -201,11 +201,6 @@ def _cpu_tier(t: FrozenTrial, *, measured: bool, prefer: str, cpu: str, source: 
     )
 
 
-def _redact(url: str) -> str:
-    """Drop a password from a storage URL: the profile is shared with the app and its users."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 def _quality_affecting(tiers: Sequence[Tier]) -> list[str]:
     """KV cache types other than f16 change the model's answers (not only its speed)."""
     f16 = KV_TYPES["f16"]
@@ -283,7 +278,8 @@ def build_profile(
         "created": datetime.now(timezone.utc).replace(microsecond=0),
         "dm_tune_version": __version__,
         **provenance,
-        "storage": _redact(str(provenance.get("storage", ""))),
+        # the profile is shared with the app and its users: never a password
+        "storage": display_url(str(provenance.get("storage", ""))),
         "trials": sorted(set(used)),
         "vram_budget_mb": budget_mb,
         "prefer": prefer,

@@ -9,6 +9,7 @@ from pathlib import Path
 from tuner.measure_lock import measurement_lock, relabel
 from tuner.prepare import check_options, prepare
 from tuner.settings import RunSettings
+from tuner.storage import display_url
 from tuner.study import counted_trials, run_study
 from tuner.summary import render_summary
 
@@ -45,7 +46,7 @@ def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
     relabel(f"study '{ctx.study_name}'")
     for notice in ctx.space.notices:
         echo(f"note: {notice}")
-    where = f"{settings.storage} (study '{ctx.study_name}')"
+    where = f"{display_url(settings.storage)} (study '{ctx.study_name}')"
     echo(f"Study: {where}")
     result = run_study(ctx, echo)
     trials = result.study.get_trials(deepcopy=False)
