@@ -41,6 +41,14 @@ DRIVER_PACKAGES = {
 }
 
 
+def display_url(url: str) -> str:
+    """The storage URL as it may be printed or written: the password masked (`***`)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url  # not a URL at all, so it holds no parsable password either
+
+
 def _nearest_existing(d: Path) -> Path:
     d = d.absolute()
     while not d.exists() and d != d.parent:
