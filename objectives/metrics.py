@@ -29,6 +29,20 @@ class Sample:
     early_gen_tok_s: float | None = None
 
 
+SIGNIFICANT_DIGITS = 6
+
+
+def _rounded(value: Any) -> Any:
+    """`value` with every float in it to SIGNIFICANT_DIGITS significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    return value
+
+
 def median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
@@ -99,9 +113,13 @@ class TrialMetrics:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The figures as stored (the trial's `metrics` user attribute, its objective values),
+        each float to 6 significant digits: far below the measurement noise, and short enough
+        that optuna-dashboard, which cuts an attribute at 1024 characters, shows all of it."""
         d = asdict(self)
         d["samples"] = [asdict(s) for s in self.samples]
-        return d
+        rounded: dict[str, Any] = _rounded(d)
+        return rounded
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialMetrics:

@@ -28,5 +28,23 @@ def test_round_trip() -> None:
     assert TrialMetrics.from_dict(m.to_dict()) == m
 
 
+def test_stored_figures_keep_six_significant_digits() -> None:
+    """Short enough for optuna-dashboard (it cuts an attribute at 1024 characters), and the
+    trial's objective values come from the same figures."""
+    s = Sample(304.14495328146904, 164.98195000002625, 11413.369765599815, tokens=128)
+    m = TrialMetrics.from_samples(
+        [s, s, s],
+        load_s=0.9288417509999931,
+        peak_rss_mb=4288.79296875,
+        n_prompt_tokens=1883,
+        n_generated=128,
+    )
+    d = m.to_dict()
+    assert d["gen_tok_s"] == 304.145 and d["ttft_ms"] == 164.982
+    assert d["samples"][0]["prompt_tok_s"] == 11413.4 and d["samples"][0]["tokens"] == 128
+    assert d["load_s"] == 0.928842 and d["n_prompt_tokens"] == 1883
+    assert TrialMetrics.from_dict(d).to_dict() == d
+
+
 def test_single_sample_has_zero_spread() -> None:
     assert cv([5.0]) == 0.0
