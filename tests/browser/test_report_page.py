@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -13,22 +12,13 @@ from urllib.parse import urlsplit
 
 import optuna
 import pytest
-from chromium import IN_CI, Browser
+from chromium import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_DB = ROOT / "docs" / "benchmarks" / "data" / "cpu-demo-3.db"  # a real 50-trial CPU run
 WAIT_S = 120.0
 
-# The report command comes from branch issue13-report; until both are merged this guard skips
-# here (never under CI). The lead removes it at the merge.
-REPORT_AVAILABLE = importlib.util.find_spec("tuner.commands.report_cmd") is not None
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not REPORT_AVAILABLE and not IN_CI,
-        reason="dm-tune report is not in this branch yet (issue13-report)",
-    ),
-]
+pytestmark = pytest.mark.browser
 
 # The tok/s against latency scatter, as plotted: the trial numbers of its points (the traces
 # that carry them: one per category; the Pareto line and the chosen star repeat trials).
