@@ -12,14 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STAND_INS = Path(__file__).resolve().parent / "stand_ins"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
     """The real demo GGUF (SmolLM2-135M Q4_1), fetched through dm-tune's own code path."""
-    from tuner.demo_model import ensure_demo_model
+    from tuner.machine import ensure_demo_model
 
     return ensure_demo_model(echo=False)
 

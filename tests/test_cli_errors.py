@@ -270,7 +270,7 @@ def test_a_start_point_with_a_wrong_type_is_refused_before_the_study(
 
 
 def test_a_thread_range_above_this_machines_cores(chdir_tmp: Path, demo_model: Path) -> None:
-    from tuner.hardware import detect
+    from tuner.machine import detect
 
     cores = detect().logical_cores
     s = chdir_tmp / "space.yaml"

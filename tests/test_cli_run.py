@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 from tests.conftest import stand_in
 from tuner.cli import app
 from tuner.errors import StudyAborted, UserError
-from tuner.settings import RunSettings
-from tuner.tune import tune
+from tuner.study import RunSettings, tune
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -379,8 +378,8 @@ def test_the_apps_profile_is_re_measured_side_by_side_and_one_below_the_floor_ne
 ) -> None:
     """The before/after figures come from one interleaved confirmation session; an app profile
     whose n_ctx is below the context floor is measured (as the app runs it) but infeasible."""
-    from tuner.export import before_after
     from tuner.profile import load_profile
+    from tuner.profile.export import before_after
 
     baselines = chdir_tmp / "baselines.yaml"
     baselines.write_text(

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from objectives.launch import run_child
 from objectives.llama_buffers import gpu_total_mb, parse_buffers
-from objectives.runner import run_child
-from tuner.gguf_info import read_gguf
-from tuner.vram_predict import predict_vram
+from tuner.vram import predict_vram, read_gguf
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
@@ -33,7 +32,7 @@ WORKLOAD = {
 def gpu_model(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """Small llama GGUF, random weights; tokenizer from DM_TUNE_TOKENIZER_GGUF (the GPU machine
     has no network) or the demo model."""
-    from scripts.make_gguf import write_llama_gguf
+    from tuner.bench.make_gguf import write_llama_gguf
 
     tok = os.environ.get("DM_TUNE_TOKENIZER_GGUF")
     demo_model = Path(tok) if tok else request.getfixturevalue("demo_model")
@@ -96,9 +95,8 @@ def test_a_prewarmed_spare_holds_no_gpu_memory(gpu_model: Path) -> None:
     pid, so neither per-process nor device-level VRAM readings of a running trial include it."""
     import time
 
+    from objectives.launch import CHILD_ARGV, WarmPool
     from objectives.nvml import process_vram_mb
-    from objectives.prewarm import WarmPool
-    from objectives.runner import CHILD_ARGV
 
     spec = {"model_path": str(gpu_model), "params": {"n_gpu_layers": 99}, "workload": WORKLOAD}
     with WarmPool(CHILD_ARGV) as pool:

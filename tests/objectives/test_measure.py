@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from objectives.launch import run_child
 from objectives.measure import MIN_REPEATS, MIN_TOKENS, more_repeats
-from objectives.runner import run_child
 
 
 def test_repeats_stop_when_the_next_answer_would_end_past_the_budget() -> None:

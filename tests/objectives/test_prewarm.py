@@ -9,9 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from objectives.prewarm import WarmPool
-from objectives.runner import CHILD_ARGV, run_child
-from objectives.spawned import Spawned, start_waiting
+from objectives.launch import CHILD_ARGV, Spawned, WarmPool, run_child, start_waiting
 
 WORKLOAD = {
     "prompt": "<|user|>\nBonjour</|user|>\n<|assistant|>\n",

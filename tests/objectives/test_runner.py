@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from objectives.runner import describe_exit, run_child
+from objectives.launch import describe_exit, run_child
 from tests.conftest import stand_in
 
 SPEC = {"model_path": "unused", "params": {"n_threads": 2}, "workload": {}}

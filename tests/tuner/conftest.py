@@ -16,8 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial
 
 from tuner.profile import Profile, write_profile
-from tuner.profile_build import build_profile
-from tuner.vram_need import over_budget_mb
+from tuner.profile.build import build_profile
+from tuner.vram import over_budget_mb
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tuner import demo_model
+from tuner.machine import DEMO_MODEL_SHA256
 from tuner.profile import Profile, write_profile
-from tuner.vram_need import VRAM_MARGIN_MB
+from tuner.vram import VRAM_MARGIN_MB
 
 UNREACHABLE_MB = 10_000_000
 
@@ -45,7 +45,7 @@ def _tier(name: str, need: float, ngl: int, n_ctx: int, tok_s: float) -> dict[st
 
 
 def write_demo_profile(
-    path: Path, model: Path, *, tok_s: float, n_ctx: int = 512, sha256: str = demo_model.SHA256
+    path: Path, model: Path, *, tok_s: float, n_ctx: int = 512, sha256: str = DEMO_MODEL_SHA256
 ) -> Path:
     profile = Profile.model_validate(
         {

@@ -8,7 +8,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from tuner.vram_need import over_budget_mb
+from tuner.vram import over_budget_mb
 
 BUDGET_MB = 6144.0
 MakeTrial = Callable[..., FrozenTrial]

@@ -11,7 +11,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from tuner.trial_record import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
+from tuner.study import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
 
 DATA = Path(__file__).resolve().parents[2] / "docs" / "benchmarks" / "data"
 RECORDED = (

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from tuner.baselines import check_start_knobs, load_baselines, load_starts, starting_trials
 from tuner.errors import UserError
 from tuner.paths import default_config
-from tuner.search_space import Machine, load_search_space_config, resolve
+from tuner.space import (
+    Machine,
+    check_start_knobs,
+    load_baselines,
+    load_search_space_config,
+    load_starts,
+    resolve,
+    starting_trials,
+)
 
 GPU = Machine(logical_cores=16, layers=33, gpu_offload=True, min_ctx=781, trained_ctx=32768)
 CPU = Machine(logical_cores=2, layers=31, gpu_offload=False, min_ctx=781, trained_ctx=8192)
@@ -104,9 +111,7 @@ def test_fit_and_all_are_the_only_words_a_start_may_use_for_numbers() -> None:
 
 
 def test_most_layers_is_the_largest_count_whose_need_fits(demo_model: Path) -> None:
-    from tuner.gguf_info import read_gguf
-    from tuner.vram_guard import VramGuard
-    from tuner.vram_need import free_vram_need_mb
+    from tuner.vram import VramGuard, free_vram_need_mb, read_gguf
 
     info = read_gguf(demo_model)
     settings = {"n_ctx": 4096, "n_batch": 512}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.context_floor import parse_min_ctx, resolve_floor
 from tuner.errors import UserError
+from tuner.space import parse_min_ctx, resolve_floor
 
 CHOICES = (1024, 2048, 4096, 8192)
 BY_TURNS = (472, 587, 723, 870, 1020, 1175, 1326, 1503, 1640, 1776, 1883)

@@ -12,11 +12,17 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import tuner.doctor
+import tuner.machine._doctor
 from objectives.nvml import GpuInfo, GpuProcess, _merge
 from tuner.cli import app
-from tuner.doctor import collect, reinstall_commands, render, sysmem_fallback_hint, vram_report
-from tuner.hardware import Hardware
+from tuner.machine import (
+    Hardware,
+    collect,
+    reinstall_commands,
+    render,
+    sysmem_fallback_hint,
+    vram_report,
+)
 
 runner = CliRunner()
 
@@ -213,10 +219,10 @@ def test_no_gpu_no_vram_section_and_no_suggested_budget() -> None:
 def _simulated_windows_laptop(monkeypatch: pytest.MonkeyPatch) -> None:
     """The RTX 4050 laptop as doctor would read it: NVML and the build probe simulated."""
     hw = Hardware("Intel Core i7", 8, 16, 16000.0, "Windows 11", (RTX_4050,))
-    monkeypatch.setattr(tuner.doctor, "detect", lambda: hw)
-    monkeypatch.setattr(tuner.doctor, "gpu_processes", lambda: {0: None})
+    monkeypatch.setattr(tuner.machine._doctor, "detect", lambda: hw)
+    monkeypatch.setattr(tuner.machine._doctor, "gpu_processes", lambda: {0: None})
     probe = dict(ok=True, version="0.3.36", gpu_offload=True, system_info="CUDA : 1")
-    monkeypatch.setattr(tuner.doctor, "probe_llama_cpp", lambda: probe)
+    monkeypatch.setattr(tuner.machine._doctor, "probe_llama_cpp", lambda: probe)
 
 
 def test_simulated_windows_doctor_says_how_to_turn_the_sysmem_fallback_off(
@@ -257,7 +263,7 @@ def test_simulated_gpu_on_linux_or_windows_without_nvidia_gpu_gets_no_sysmem_lin
     linux = collect(None, platform="linux")
     assert linux["sysmem_fallback"] is None and "Sysmem" not in render(linux)
     monkeypatch.setattr(
-        tuner.doctor, "detect", lambda: Hardware("x", 1, 1, 1024.0, "Windows 11", ())
+        tuner.machine._doctor, "detect", lambda: Hardware("x", 1, 1, 1024.0, "Windows 11", ())
     )
     no_gpu = collect(None, platform="win32")
     assert no_gpu["sysmem_fallback"] is None and "Sysmem" not in render(no_gpu)

@@ -8,9 +8,8 @@ import optuna
 from report_study import make_study
 from typer.testing import CliRunner
 
-from tuner.cli import app
-from tuner.inspect_hint import inspect_commands
-from tuner.storage import DEFAULT_STORAGE
+from tuner.cli import app, inspect_commands
+from tuner.study import DEFAULT_STORAGE
 
 
 def test_defaults_are_left_out(chdir_tmp: Path) -> None:

@@ -13,9 +13,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from objectives.spawned import OWNER_FILE, remove_orphan_folders, this_process
-from tuner.interrupt import Terminated, exit_code, termination_as_interrupt
-from tuner.study import _fail_orphans, _on_stale, _requeue_interrupted, counted_trials
+from objectives.launch import OWNER_FILE, remove_orphan_folders, this_process
+from tuner.study import Terminated, counted_trials, exit_code, termination_as_interrupt
+from tuner.study._study import _fail_orphans, _on_stale, _requeue_interrupted
 
 
 def _study(tmp_path: Path) -> optuna.Study:

@@ -12,13 +12,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import UserError
-from tuner.measure_lock import (
-    lock_dir,
-    measured_resources,
-    measurement_lock,
-    read_holder,
-    relabel,
-)
+from tuner.machine import lock_dir, measured_resources, measurement_lock, read_holder, relabel
 
 ROOT = Path(__file__).resolve().parents[2]
 RES = ["cpu", "gpu0"]

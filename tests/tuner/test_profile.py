@@ -12,7 +12,6 @@ import yaml
 from profile_data import PROVENANCE, MakeTrial
 
 from objectives.nvml import GpuInfo, list_gpus
-from tuner import profile as profile_mod
 from tuner.model_file import sha256_file
 from tuner.profile import (
     Profile,
@@ -22,7 +21,8 @@ from tuner.profile import (
     select_tier,
     write_profile,
 )
-from tuner.profile_build import build_profile
+from tuner.profile import _app as profile_mod
+from tuner.profile.build import build_profile
 
 
 def test_importing_the_loader_pulls_in_neither_optuna_nor_plotly() -> None:

@@ -8,10 +8,10 @@ import pytest
 from optuna.trial import FrozenTrial
 from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial, confirmation, over_budget
 
-from tuner.confirm import apply_confirmations
 from tuner.profile import Profile, ProfileError, profile_to_yaml
-from tuner.profile_build import build_profile
-from tuner.vram_need import VRAM_MARGIN_MB, free_vram_need_mb
+from tuner.profile.build import build_profile
+from tuner.study import apply_confirmations
+from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
 
 
 def _build(trials: list[FrozenTrial], *, gpu: bool = True, **kw: object) -> Profile:

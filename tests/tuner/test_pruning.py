@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from objectives.runner import Watch
-from tuner.pruning import Point, decide
+from objectives.launch import Watch
+from tuner.study import Point, decide
 
 PTS = [
     Point(0, 5000.0, 100.0, 200.0),

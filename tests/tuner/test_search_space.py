@@ -7,7 +7,7 @@ import pytest
 
 from tuner.errors import UserError
 from tuner.paths import default_config
-from tuner.search_space import Machine, key_of, load_search_space_config, resolve
+from tuner.space import Machine, key_of, load_search_space_config, resolve
 
 GPU = Machine(logical_cores=16, layers=33, gpu_offload=True, min_ctx=700, trained_ctx=32768)
 CPU = Machine(logical_cores=2, layers=31, gpu_offload=False, min_ctx=700, trained_ctx=8192)
@@ -23,7 +23,7 @@ def test_default_space_resolves_for_the_model_and_machine() -> None:
 
 
 def test_a_profile_below_the_floor_keeps_its_n_ctx_and_a_start_point_is_raised() -> None:
-    from tuner.baselines import starting_trials
+    from tuner.space import starting_trials
 
     cfg = load_search_space_config(default_config("search_space.yaml"))
     space = resolve(cfg, Machine(16, 33, True, min_ctx=4096))

@@ -6,7 +6,7 @@ import optuna
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.selection import choose_best, pareto_front
+from tuner.study import choose_best, pareto_front
 
 
 def trial(

@@ -13,8 +13,15 @@ from typer.testing import CliRunner
 
 from tuner.cli import app
 from tuner.profile import load_profile, write_profile
-from tuner.soak import Chat, Checkpoint, ContextBudget, TurnRecord, checkpoints_for, growth_of
-from tuner.verify import verify_profile
+from tuner.profile.soak import (
+    Chat,
+    Checkpoint,
+    ContextBudget,
+    TurnRecord,
+    checkpoints_for,
+    growth_of,
+)
+from tuner.profile.verify import verify_profile
 
 runner = CliRunner()
 # a stand-in trial child that answers at once with canned metrics (tests/stand_ins)

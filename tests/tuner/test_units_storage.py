@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import UserError
-from tuner.storage import check_storage
+from tuner.study import check_storage
 from tuner.units import parse_size_mb
 
 

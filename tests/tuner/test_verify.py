@@ -8,10 +8,10 @@ import pytest
 from demo_profile import CPU_SETTINGS, UNREACHABLE_MB, write_demo_profile
 from typer.testing import CliRunner
 
-from objectives.runner import run_child
+from objectives.launch import run_child
 from objectives.workload import Workload
 from tuner.cli import app
-from tuner.verify import judge
+from tuner.profile.verify import judge
 from tuner.yaml_io import load_model
 
 runner = CliRunner()

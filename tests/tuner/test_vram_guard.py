@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import UserError
-from tuner.gguf_info import read_gguf
+from tuner.machine import Probe
 from tuner.paths import default_config
-from tuner.prepare import _vram_guard
-from tuner.probe import Probe
-from tuner.search_space import Machine, load_search_space_config, resolve
-from tuner.vram_guard import VramGuard
-from tuner.vram_need import VRAM_MARGIN_MB, free_vram_need_mb
-from tuner.vram_predict import VramPrediction
+from tuner.space import Machine, load_search_space_config, resolve
+from tuner.study._prepare import _vram_guard
+from tuner.vram import VRAM_MARGIN_MB, VramGuard, VramPrediction, free_vram_need_mb, read_gguf
 
 
 def _space() -> object:

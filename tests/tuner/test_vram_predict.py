@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from scripts.make_gguf import write_llama_gguf
-from scripts.measure_buffers import measure
-from tuner.gguf_info import GGUFInfo, read_gguf
-from tuner.vram_predict import (
+from tuner.bench.make_gguf import write_llama_gguf
+from tuner.bench.measure_buffers import measure
+from tuner.vram import (
     MIB,
+    GGUFInfo,
     compute_bytes,
     gpu_layers,
     kv_bytes_per_layer,
@@ -23,6 +23,7 @@ from tuner.vram_predict import (
     op_offload_bytes,
     predict_min_vram,
     predict_vram,
+    read_gguf,
     weights_split,
 )
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from scripts.make_gguf import DEMO_VOCAB, SHAPES, Shape, header_info
-from tuner.gguf_info import GGUFInfo
-from tuner.vram_predict import (
+from tuner.bench.make_gguf import DEMO_VOCAB, SHAPES, Shape, header_info
+from tuner.vram import (
     MIB,
     OP_OFFLOAD_MIN_BATCH,
+    GGUFInfo,
     compute_bytes,
     kv_bytes_per_layer,
     op_offload_bytes,

@@ -13,8 +13,7 @@ from __future__ import annotations
 import pytest
 from test_vram_predict_op_offload import MISTRAL, _info
 
-from tuner.gguf_info import GGUFInfo
-from tuner.vram_predict import MIB, gpu_layers, predict_vram, weights_split
+from tuner.vram import MIB, GGUFInfo, gpu_layers, predict_vram, weights_split
 
 RUN1 = "docs/benchmarks/data/gpu/gpu-h200.db"
 RUN2 = "docs/benchmarks/data/gpu/run2-no-starts/gpu-h200.db"

@@ -17,11 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from scripts.make_gguf import SHAPES as GGUF_SHAPES
-from scripts.make_gguf import header_info as _info
-from tuner.gguf_info import GGUFInfo
-from tuner.vram_guard import VramGuard
-from tuner.vram_predict import gpu_layers
+from tuner.bench.make_gguf import SHAPES as GGUF_SHAPES
+from tuner.bench.make_gguf import header_info as _info
+from tuner.vram import GGUFInfo, VramGuard, gpu_layers
 
 DATA = Path(__file__).resolve().parents[2] / "docs/benchmarks/data/gpu/run5-pressure"
 MISTRAL, L13B = GGUF_SHAPES["mistral-7b"], GGUF_SHAPES["llama2-13b"]

@@ -22,16 +22,22 @@ import objectives.nvml
 from objectives.llama_buffers import parse_buffers
 from tests.conftest import stand_in
 from tuner.profile import load_profile, write_profile
-from tuner.profile_build import build_profile
-from tuner.progress import Progress
-from tuner.selection import candidates, choose_best, is_feasible
-from tuner.study import DIRECTIONS, make_objective
-from tuner.trial_record import CONSTRAINT_KEY, LEGACY_CONSTRAINTS_ATTR
-from tuner.vram_need import over_budget_mb
-from tuner.vram_reading import (
+from tuner.profile.build import build_profile
+from tuner.study import (
+    CONSTRAINT_KEY,
+    DIRECTIONS,
+    LEGACY_CONSTRAINTS_ATTR,
+    Progress,
+    candidates,
+    choose_best,
+    is_feasible,
+    make_objective,
+)
+from tuner.vram import (
     UNMEASURED_ATTR,
     VramReading,
     llama_buffers_mb,
+    over_budget_mb,
     reading_note,
     vram_reading,
 )

@@ -18,23 +18,28 @@ from profile_data import MODEL
 
 import objectives.nvml
 from tests.conftest import stand_in
-from tuner.confirm import top_candidates
-from tuner.export import export_profile
 from tuner.profile import load_profile
-from tuner.progress import Progress
-from tuner.selection import candidates, choose_best, is_feasible, pareto_front
-from tuner.study import DIRECTIONS, make_objective
-from tuner.summary import render_summary
-from tuner.trial_record import CONSTRAINT_KEY, LEGACY_CONSTRAINTS_ATTR
-from tuner.vram_need import over_budget_mb
-from tuner.vram_spill import (
+from tuner.profile.export import export_profile
+from tuner.study import (
+    CONSTRAINT_KEY,
+    DIRECTIONS,
+    LEGACY_CONSTRAINTS_ATTR,
     SPILL_ATTR,
+    Progress,
     SpillPoint,
+    candidates,
+    choose_best,
+    is_feasible,
     like_key,
+    make_objective,
     mark_spills,
+    pareto_front,
+    render_summary,
     spill_reason,
     spilled_over_budget_mb,
+    top_candidates,
 )
+from tuner.vram import over_budget_mb
 
 CARD_MB = 6141.0  # RTX 4050 laptop GPU
 LIKE = like_key({"n_ctx": 4096})

@@ -16,19 +16,22 @@ from tuner.errors import UserError
 from tuner.profile import Profile
 from tuner.report._facts import StudyFacts, provenance, provenance_missing, study_facts
 from tuner.report._rows import TrialRow, confirmation_rows, reference_rows
-from tuner.selection import choose_best, is_feasible, pareto_front
-from tuner.trial_record import (
+from tuner.study import (
     CONSTRAINT_KEY,
     CTX_CONSTRAINT_KEY,
+    SPILL_ATTR,
+    choose_best,
+    is_feasible,
+    mark_spills,
     metrics_of,
+    pareto_front,
     partial_figures,
     role_of,
     settings_of,
     status_of,
     vram_predicted_mb,
 )
-from tuner.vram_need import free_vram_need_mb
-from tuner.vram_spill import SPILL_ATTR, mark_spills
+from tuner.vram import free_vram_need_mb
 
 FEASIBLE = "feasible"
 OVER_BUDGET = "over the VRAM budget"
@@ -248,7 +251,7 @@ def importances(study: optuna.Study, tok_s_index: int) -> Importances:
     (fANOVA would need scikit-learn). PED-ANOVA ranks low targets best: tok/s is negated."""
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
-    from tuner.selection import candidates
+    from tuner.study import candidates
 
     feasible = candidates(study.get_trials(deepcopy=False))
     n = len(feasible)
@@ -278,7 +281,7 @@ def _weight_bytes(facts: StudyFacts) -> tuple[int | None, str]:
     (the token-embedding table only when it is also the output matrix: otherwise one row is
     read), else the model file's size (a little more than the weights)."""
     if facts.model_path and Path(facts.model_path).is_file():
-        from tuner.gguf_info import read_gguf
+        from tuner.vram import read_gguf
 
         try:
             tensors = read_gguf(Path(facts.model_path)).tensors
@@ -416,7 +419,7 @@ def _exported(
     """The tiers to compare with: the profile file given, else the ones export would write."""
     if profile is not None:
         return profile, f"profile file {profile_path}", ""
-    from tuner.export import study_profile
+    from tuner.profile.export import study_profile
 
     try:
         return study_profile(study, prefer=prefer, storage=storage), "the study", ""

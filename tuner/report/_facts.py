@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import optuna
 
-from tuner.storage import display_url
+from tuner.study import display_url
 
 TOK_S = "gen_tok_s"  # the throughput objective's name (tuner/study.py)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from tuner.errors import UserError
 from tuner.report._data import CATEGORIES, FEASIBLE, PRUNED, ReportData, TrialPoint
-from tuner.vram_need import VRAM_MARGIN_MB
+from tuner.vram import VRAM_MARGIN_MB
 
 COLORS = {
     FEASIBLE: "#1f77b4",

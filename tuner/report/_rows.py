@@ -10,13 +10,7 @@ from typing import Any, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner.trial_record import (
-    metrics_of,
-    role_of,
-    settings_of,
-    status_of,
-    vram_predicted_mb,
-)
+from tuner.study import metrics_of, role_of, settings_of, status_of, vram_predicted_mb
 
 # Always listed (None where a study did not search or set them), then any other knob present.
 BASE_KNOBS = (

@@ -1,1 +1,0 @@
-"""One module per CLI command; each parses arguments and calls one library function."""

@@ -1,0 +1,225 @@
+"""Export the best feasible settings of a study as the profile YAML Desktop-Mate loads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from tuner.errors import UserError
+from tuner.profile._app import Measured, Profile, ProfileError, write_profile
+from tuner.profile.build import build_profile
+from tuner.study import (
+    REFERENCE,
+    Remeasure,
+    apply_confirmations,
+    check_study_name,
+    confirm_trials,
+    describe_settings,
+    floor_cost,
+    reference_trial,
+)
+
+Echo = Callable[[str], None]
+MAX_CONFIRM_ROUNDS = 3
+
+
+def _provenance(study: optuna.Study, storage: str) -> dict[str, Any]:
+    hw = study.user_attrs.get("hardware", {})
+    gpus = hw.get("gpus") or []
+    return {
+        "gpu": gpus[0]["name"] if gpus else None,
+        "driver": gpus[0]["driver"] if gpus else None,
+        "cpu": f"{hw.get('cpu', 'unknown CPU')} ({hw.get('logical_cores', '?')} threads)",
+        "llama_cpp_version": str(study.user_attrs.get("llama_cpp_version", "unknown")),
+        "study": study.study_name,
+        "storage": storage,
+    }
+
+
+@dataclass(frozen=True)
+class BeforeAfter:
+    """The exported default tier against the app's own profile, and where both figures come
+    from: one interleaved confirmation session (`session`), or the study's figures (None)."""
+
+    app_trial: int
+    app_values: tuple[float, float]  # tok/s, first-token latency (the study's objective)
+    tier_values: tuple[float, float]
+    session: int | None
+
+    @property
+    def tok_s_pct(self) -> float:
+        return (self.tier_values[0] / self.app_values[0] - 1) * 100
+
+    @property
+    def latency_pct(self) -> float:
+        return (self.tier_values[1] / self.app_values[1] - 1) * 100
+
+
+def before_after(study: optuna.Study, tier_trial: int) -> BeforeAfter | None:
+    """The default tier (trial `tier_trial`) vs the app's "performance" profile: the figures of
+    the confirmation session that measured both side by side when there is one."""
+    ref = reference_trial(study.get_trials(deepcopy=False))
+    if ref is None or ref.values is None:
+        return None
+    mine = study.user_attrs.get("confirmed", {}).get(str(tier_trial), {})
+    runs = study.user_attrs.get("reference_runs", {})
+    session = mine.get("session")
+    app = runs.get(str(session)) if session is not None else None
+    if mine.get("status") == "ok" and app is not None and app.get("status") == "ok":
+        return BeforeAfter(ref.number, _pair(app["values"]), _pair(mine["values"]), int(session))
+    tier = study.trials[tier_trial]
+    if tier.values is None:
+        return None
+    return BeforeAfter(ref.number, _pair(ref.values), _pair(tier.values), None)
+
+
+def _pair(values: list[float]) -> tuple[float, float]:
+    return float(values[0]), float(values[1])
+
+
+def _compare_to_baseline(study: optuna.Study, tier: Any, echo: Echo) -> None:
+    """Default tier vs Desktop-Mate's own "performance" profile measured in the same study."""
+    if tier.measured is None:
+        return
+    ba = before_after(study, tier.measured.trial)
+    if ba is None:
+        ref = next((t for t in study.trials if t.user_attrs.get("baseline") == REFERENCE), None)
+        if ref is not None:
+            echo(f"  Desktop-Mate's {REFERENCE} profile (trial {ref.number}) did not run here.")
+        return
+    where = (
+        f"both re-measured side by side, confirmation session {ba.session}"
+        if ba.session is not None
+        else "study figures, not re-measured side by side"
+    )
+    echo(
+        f"  vs Desktop-Mate's {REFERENCE} profile (trial {ba.app_trial}: {ba.app_values[0]:.1f} "
+        f"tok/s, {ba.app_values[1]:.0f} ms; {where}): {ba.tok_s_pct:+.1f} % tok/s, "
+        f"{ba.latency_pct:+.1f} % first-token latency"
+    )
+
+
+def _figures(m: Measured) -> str:
+    """A tier's steady-state figures, then the next turn's and the early turn's when known."""
+    out = f"steady-state turn {m.gen_tok_s.median:.1f} tok/s, first token {m.ttft_ms.median:.0f} ms"
+    extra = []
+    if m.warm_ttft_ms is not None:
+        extra.append(f"next turn {m.warm_ttft_ms.median:.0f} ms")
+    if m.early_ttft_ms is not None:
+        early = f"early turn {m.early_ttft_ms:.0f} ms"
+        if m.early_gen_tok_s is not None:
+            early += f", {m.early_gen_tok_s:.1f} tok/s"
+        extra.append(early)
+    return out + (f" ({'; '.join(extra)})" if extra else "")
+
+
+def _conversation(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any] | None:
+    """The profile's `conversation`: the study's context floor and what it cost (study
+    figures on both sides: the app's profiles below the floor are not re-measured)."""
+    floor = study.user_attrs.get("context_floor")
+    if floor is None:
+        return None  # a study made before the floor: a version 1 profile
+    cost = floor_cost(trials)
+    return {**floor, **({"floor_cost": cost} if cost else {})}
+
+
+def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
+    """The tiered profile of the study's feasible trials, on confirmed figures where the study
+    holds them (`confirmed`); what export writes, and what the report compares with."""
+    attrs = study.user_attrs
+    if "model" not in attrs or "settings" not in attrs:
+        raise UserError(
+            f"study '{study.study_name}' was not made by dm-tune run; nothing to export"
+        )
+    m = attrs["model"]
+    model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
+    gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
+    confirmed = attrs.get("confirmed", {})
+    trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
+    ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
+    try:
+        return build_profile(
+            trials,
+            confirmed=ok or None,
+            model=model,
+            provenance=_provenance(study, storage),
+            budget_mb=float(attrs["settings"]["vram_budget_mb"]),
+            prefer=prefer,
+            gpu_present=gpu_present,
+            conversation=_conversation(study, study.get_trials(deepcopy=False)),
+        )
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+
+
+def export_profile(
+    study: optuna.Study,
+    *,
+    prefer: str,
+    out_dir: Path,
+    storage: str,
+    output: Path | None = None,
+    remeasure: Remeasure | None = None,
+    echo: Echo = print,
+) -> Path:
+    """Build the tiered profile from the study's feasible trials and write it atomically.
+
+    With `remeasure`, every tier's trial that was not confirmed yet is measured again first and
+    the profile is rebuilt on the confirmed numbers, so each tier records confirmed values."""
+
+    def build() -> Profile:
+        return study_profile(study, prefer=prefer, storage=storage)
+
+    profile = build()
+    # A confirmed figure can move a tier onto another trial: confirm that one too, until every
+    # tier stands on confirmed figures (a few rounds at most: each confirms new trials only).
+    for _ in range(MAX_CONFIRM_ROUNDS if remeasure is not None else 0):
+        assert remeasure is not None
+        done = study.user_attrs.get("confirmed", {})
+        numbers = {t.measured.trial for t in profile.tiers if t.measured is not None}
+        todo = [study.trials[n] for n in sorted(numbers) if str(n) not in done]
+        if not todo:
+            break
+        echo(f"Confirming the tiers' settings ({len(todo)} more):")
+        confirm_trials(study, todo, remeasure, echo)
+        profile = build()
+    path = output or out_dir / f"{check_study_name(study.study_name)}.yaml"
+    try:
+        write_profile(path, profile)
+    except OSError as exc:
+        raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
+    default = profile.tier(profile.default_tier)
+    echo(f"Profile written: {path}")
+    if profile.conversation is not None:
+        c = profile.conversation
+        echo(
+            f"  context floor: n_ctx >= {c.min_ctx} in every tier ({c.min_ctx_rule}: the app's "
+            f"steady-state turn needs {c.steady_state_tokens} tokens with its {c.turns_kept} "
+            f"interactions and a {c.max_tokens}-token reply; every reply at {c.max_tokens}: "
+            f"{c.worst_case_tokens})"
+        )
+    for tier in profile.tiers:
+        mark = " (default)" if tier.name == profile.default_tier else ""
+        meas = tier.measured
+        perf = _figures(meas) if meas is not None else "not measured"
+        echo(
+            f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
+            f"{describe_settings(tier.llama.kwargs())} | {perf}"
+        )
+    _compare_to_baseline(study, default, echo)
+    if profile.quality_affecting:
+        echo(
+            f"note: {', '.join(profile.quality_affecting)} change the model's answers "
+            "(quantized KV cache): check answer quality before shipping this profile"
+        )
+    echo(
+        f"Chosen by --prefer {prefer} among the Pareto-optimal trials within the VRAM budget "
+        f"(docs/selection.md). Load it: Llama(model_path=..., **tier.llama). "
+        f"Default tier: {default.name}."
+    )
+    return path

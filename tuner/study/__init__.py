@@ -1,0 +1,104 @@
+"""The Optuna study: `RunSettings` and `tune()` (what `dm-tune run` calls), preparing a study,
+the run loop and objective, what a trial records, pruning, spills, selection of the best
+feasible trial, confirmation runs, progress lines, the end-of-run summary and storage."""
+
+from tuner.study._confirm import (
+    REFERENCE,
+    Remeasure,
+    apply_confirmations,
+    confirm,
+    confirm_trials,
+    reference_trial,
+    top_candidates,
+)
+from tuner.study._interrupt import Terminated, exit_code, termination_as_interrupt
+from tuner.study._progress import Progress, describe_settings
+from tuner.study._pruning import Point, decide
+from tuner.study._selection import (
+    PREFER_CHOICES,
+    candidates,
+    choose_best,
+    is_feasible,
+    pareto_front,
+)
+from tuner.study._settings import RunSettings
+from tuner.study._spill import (
+    SPILL_ATTR,
+    SpillPoint,
+    like_key,
+    mark_spills,
+    spill_reason,
+    spilled_over_budget_mb,
+)
+from tuner.study._storage import DEFAULT_STORAGE, check_storage, display_url, storage_failure
+from tuner.study._study import DIRECTIONS, counted_trials, make_objective
+from tuner.study._study_lookup import load_dm_tune_study, load_existing_study
+from tuner.study._study_name import check_study_name
+from tuner.study._summary import floor_cost, render_summary
+from tuner.study._trial_record import (
+    CONSTRAINT_KEY,
+    CTX_CONSTRAINT_KEY,
+    LEGACY_CONSTRAINTS_ATTR,
+    constraint_values,
+    metrics_of,
+    partial_figures,
+    role_of,
+    set_constraints,
+    settings_of,
+    status_of,
+    vram_predicted_mb,
+)
+from tuner.study._tune import tune
+
+__all__ = [
+    "CONSTRAINT_KEY",
+    "CTX_CONSTRAINT_KEY",
+    "DEFAULT_STORAGE",
+    "DIRECTIONS",
+    "LEGACY_CONSTRAINTS_ATTR",
+    "PREFER_CHOICES",
+    "REFERENCE",
+    "SPILL_ATTR",
+    "Point",
+    "Progress",
+    "Remeasure",
+    "RunSettings",
+    "SpillPoint",
+    "Terminated",
+    "apply_confirmations",
+    "candidates",
+    "check_storage",
+    "check_study_name",
+    "choose_best",
+    "confirm",
+    "confirm_trials",
+    "constraint_values",
+    "counted_trials",
+    "decide",
+    "describe_settings",
+    "display_url",
+    "exit_code",
+    "floor_cost",
+    "is_feasible",
+    "like_key",
+    "load_dm_tune_study",
+    "load_existing_study",
+    "make_objective",
+    "mark_spills",
+    "metrics_of",
+    "pareto_front",
+    "partial_figures",
+    "reference_trial",
+    "render_summary",
+    "role_of",
+    "set_constraints",
+    "settings_of",
+    "spill_reason",
+    "spilled_over_budget_mb",
+    "status_of",
+    "storage_failure",
+    "termination_as_interrupt",
+    "top_candidates",
+    "tune",
+    "vram_predicted_mb",
+]

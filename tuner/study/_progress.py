@@ -1,0 +1,146 @@
+"""Progress display after each trial, and the guard that stops a study failing the same way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives.launch import ChildResult
+from tuner.machine import crash_diagnosis
+from tuner.study._selection import choose_best
+from tuner.study._spill import SPILL_ATTR
+from tuner.vram import UNMEASURED_ATTR
+
+STREAK_ANYWHERE = 5  # after the start, this many identical failures in a row also stop the study
+
+
+def _fmt_s(seconds: float) -> str:
+    seconds = round(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def describe_settings(p: dict[str, object]) -> str:
+    short = {
+        "n_gpu_layers": "ngl",
+        "n_ctx": "ctx",
+        "n_batch": "batch",
+        "n_threads": "thr",
+        "use_mlock": "mlock",
+        "flash_attn": "fa",
+        "n_ubatch": "ubatch",
+        "n_threads_batch": "thr_b",
+        "offload_kqv": "kqv",
+        "use_mmap": "mmap",
+    }
+    parts = []
+    for k, v in p.items():
+        if isinstance(v, bool):
+            v = "on" if v else "off"
+        parts.append(f"{short.get(k, k)}={v}")
+    return " ".join(parts)
+
+
+def diagnose(result: ChildResult | None, count: int, version: str | None) -> str:
+    """Why the study stopped, and what to do: one line."""
+    if result is None:
+        return f"the first {count} trials all failed the same way; see `dm-tune report`"
+    if result.status == "crashed":
+        return f"the first {count} trials all crashed: " + crash_diagnosis(result, version)
+    if result.status == "oom":
+        return (
+            f"{count} trials in a row ran out of memory ({result.reason}); lower the n_ctx "
+            "choices in search_space.yaml or free memory, then run again"
+        )
+    if result.status == "timeout":
+        return (
+            f"{count} trials in a row timed out ({result.reason}); raise --trial-timeout "
+            "or use a smaller model"
+        )
+    return f"{count} trials in a row failed the same way: {result.reason}"
+
+
+class Progress:
+    """Optuna callback: prints `[n/N] ... best ...` and stops on a run of identical failures."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        *,
+        total: int,
+        start_count: int,
+        latency: str,
+        prefer: str,
+        max_same_failures: int,
+        echo: Callable[[str], None],
+    ) -> None:
+        self.total = total
+        self.count = start_count
+        self.latency = latency
+        self.prefer = prefer
+        self.max_same = max_same_failures
+        self.echo = echo
+        self.ran = 0
+        self.t0 = time.perf_counter()
+        self.streak_sig: str | None = None
+        self.streak = 0
+        self.abort_reason: str | None = None
+        self.version = str(study.user_attrs.get("llama_cpp_version", "")) or None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.ran += 1
+        self.count += 1
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.ran * max(self.total - self.count, 0)
+        status = trial.user_attrs.get("status", trial.state.name.lower())
+        named = trial.user_attrs.get("baseline") or trial.user_attrs.get("start")
+        tag = f" [{named}]" if named else ""
+        if trial.state == TrialState.COMPLETE and trial.values:
+            tps, lat = trial.values
+            vram = (trial.user_attrs.get("metrics") or {}).get("vram_mb")
+            vtxt = f", VRAM {vram:.0f} MB" if vram is not None else ""
+            outcome = f"{tps:.1f} tok/s, {self.latency} TTFT {lat:.0f} ms{vtxt}"
+            if status == "reused":
+                outcome += f" (reused trial {trial.user_attrs.get('reused_from')})"
+        else:
+            outcome = f"{status.upper()}: {trial.user_attrs.get('reason', '')}"
+        best = choose_best(study.get_trials(deepcopy=False), self.prefer)
+        btxt = (
+            f" | best #{best.number}: {best.values[0]:.1f} tok/s, {best.values[1]:.0f} ms"
+            if best is not None and best.values
+            else ""
+        )
+        settings = describe_settings(trial.user_attrs.get("llama_kwargs", trial.params))
+        self.echo(
+            f"[{self.count}/{self.total}] {_fmt_s(elapsed)} elapsed, ETA {_fmt_s(eta)} | "
+            f"#{trial.number}{tag} {settings} -> {outcome}{btxt}"
+        )
+        for why in (SPILL_ATTR, UNMEASURED_ATTR):
+            if why in trial.user_attrs:
+                self.echo(f"  #{trial.number} is over the VRAM budget: {trial.user_attrs[why]}")
+        self._guard(study, trial)
+
+    def _guard(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Count identical failures in a row; reused failures (same settings) count too."""
+        a = trial.user_attrs
+        failed = trial.state == TrialState.FAIL and a.get("status") not in ("interrupted", None)
+        if not failed:
+            self.streak, self.streak_sig = 0, None
+            return
+        res = ChildResult(
+            a["status"],
+            str(a.get("reason", "")),
+            returncode=a.get("returncode"),
+            phase=a.get("phase"),
+        )
+        sig = res.signature
+        self.streak = self.streak + 1 if sig == self.streak_sig else 1
+        self.streak_sig = sig
+        at_start = self.ran == self.streak and self.streak >= self.max_same
+        if at_start or self.streak >= STREAK_ANYWHERE:
+            self.abort_reason = diagnose(res, self.streak, self.version)
+            study.stop()

@@ -1,0 +1,88 @@
+"""`dm-tune run` as a library call: prepare, run the study, summarize, export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.machine import measurement_lock, relabel
+from tuner.study._prepare import check_options, prepare
+from tuner.study._settings import RunSettings
+from tuner.study._storage import display_url
+from tuner.study._study import counted_trials, run_study
+from tuner.study._summary import render_summary
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    study_name: str
+    storage: str
+    ran: int
+    total: int
+    interrupted: bool
+    profile: Path | None
+    exit_code: int = 0  # 130 after Ctrl-C, 143 after SIGTERM
+
+
+def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
+    """Everything under the machine's measurement lock (tuner/measure_lock.py), taken once the
+    options are checked: the build probe measures too, and `--no-wait` must refuse before
+    anything is written."""
+    check_options(settings)
+    with measurement_lock(
+        "dm-tune run",
+        f"study '{settings.study_name}'" if settings.study_name else "",
+        wait=settings.wait_for_lock,
+        echo=echo,
+    ):
+        return _tune(settings, echo)
+
+
+def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
+    ctx = prepare(settings, echo)
+    relabel(f"study '{ctx.study_name}'")
+    for notice in ctx.space.notices:
+        echo(f"note: {notice}")
+    where = f"{display_url(settings.storage)} (study '{ctx.study_name}')"
+    echo(f"Study: {where}")
+    result = run_study(ctx, echo)
+    trials = result.study.get_trials(deepcopy=False)
+    if result.interrupted:
+        echo(
+            f"Interrupted. {len(counted_trials(trials))} finished trials are kept in "
+            f"{where}. Run the same command again to resume."
+        )
+        return TuneSummary(
+            ctx.study_name, settings.storage, result.ran, len(trials), True, None, result.exit_code
+        )
+    echo(render_summary(trials, settings.prefer, ctx.floor))
+    profile = None
+    if settings.export:
+        from tuner.profile.export import export_profile
+        from tuner.study._confirm import Remeasure, confirm
+
+        how = None
+        if settings.confirm_k > 0:
+            how = Remeasure(
+                runs=settings.confirm_runs,
+                timeout_s=settings.trial_timeout_s,
+                model_path=ctx.model.path,
+                workload=ctx.confirm_spec(),
+            )
+            echo(
+                f"Confirming the top {settings.confirm_k} candidates "
+                f"({settings.confirm_runs} fresh processes each):"
+            )
+            confirm(result.study, prefer=settings.prefer, k=settings.confirm_k, how=how, echo=echo)
+        profile = export_profile(
+            result.study,
+            prefer=settings.prefer,
+            out_dir=settings.profile_dir,
+            storage=settings.storage,
+            remeasure=how,
+            echo=echo,
+        )
+    return TuneSummary(ctx.study_name, settings.storage, result.ran, len(trials), False, profile)
