@@ -3,7 +3,7 @@
 Runs in a fresh (spawned) interpreter so a crash, a hang or leaked VRAM cannot hurt the study.
 Writes a JSON result; a native crash writes nothing, and the parent reads the exit code instead.
 
-With `--wait` (a pre-warmed child, objectives.prewarm) it imports llama_cpp and discovers its
+With `--wait` (a pre-warmed child, objectives.launch) it imports llama_cpp and discovers its
 devices first, says `dm-tune-phase: ready`, then reads `{"spec": ..., "result": ...}` from
 stdin; after the model load it says `dm-tune-phase: loaded` and waits for a `go` line before
 measuring. An empty line or end of input before the spec: exit quietly (the pool was closed).

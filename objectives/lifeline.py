@@ -10,7 +10,7 @@
   JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE; the kernel closes the job's last handle when the parent
   dies, which ends the children (implemented, not tested on this project's CI).
 
-A child killed this way leaves its `dm-tune-trial-*` folder; objectives.spawned removes the
+A child killed this way leaves its `dm-tune-trial-*` folder; objectives.launch removes the
 folders of dead owners at the next run.
 """
 

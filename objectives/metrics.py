@@ -10,7 +10,7 @@ from typing import Any, Literal
 # "process": NVML's per-process peak; "device-delta": NVML's device growth where it gives no
 # per-process figure (Windows WDDM); "llama-buffers": llama.cpp's own device buffers, where
 # NVML can't read the GPU (no NVIDIA driver: Metal, Vulkan, ROCm); "none": a build that offloads
-# with no reading at all (its trial counts as over the budget, tuner/vram_need.py).
+# with no reading at all (its trial counts as over the budget, tuner/vram/_need.py).
 VramSource = Literal["process", "device-delta", "llama-buffers", "none"]
 LLAMA_BUFFERS: VramSource = "llama-buffers"
 NO_READING: VramSource = "none"

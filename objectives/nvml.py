@@ -144,7 +144,7 @@ class GpuReading:
     `device_used_mb` / `device_total_mb`: the GPU that came closest to full during the trial,
     its peak used memory (every process's, as NVML reads the device; WDDM gives it too) and its
     size. A card near full while the trial is slow is how a spill into system memory shows
-    (tuner/vram_spill.py)."""
+    (tuner/study/_spill.py)."""
 
     vram_mb: float | None
     vram_source: str | None  # "process" (NVML per-process) or "device-delta" (e.g. Windows WDDM)

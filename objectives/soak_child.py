@@ -8,7 +8,7 @@ every turn's prompt size and first-token latency, and memory at the checkpoint m
 parent can spot growth (a leak) that a single-answer trial never shows. A prompt whose reply
 can't fit `n_ctx` ends the conversation there: the app would fail on it and, its history being
 persisted, on every later message. Spawned and watched like the trial child
-(objectives.runner.run_child): a crash or a hang can't take the caller down.
+(objectives.launch.run_child): a crash or a hang can't take the caller down.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ def demo_model() -> Path:
 def _isolated_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    # Measurement locks (tuner/measure_lock.py) in the test's own folder: tests never wait on
-    # each other or on a user's run, and children inherit it through the environment.
+    # Measurement locks (tuner/machine/_measure_lock.py) in the test's own folder: tests never
+    # wait on each other or on a user's run, and children inherit it through the environment.
     monkeypatch.setenv("DM_TUNE_LOCK_DIR", str(tmp_path / "locks"))
     # The session-scoped demo model uses the real cache; everything else a temp one.
     if "demo_model" not in request.fixturenames:

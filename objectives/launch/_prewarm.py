@@ -3,12 +3,12 @@
 Each trial runs in a fresh process (crash and VRAM isolation), which costs interpreter start-up,
 `import llama_cpp` and the backend's device discovery on every trial: about 1.3 s on a CUDA
 machine, more than the model load. `WarmPool.take()` hands out a child that has already done all
-that (objectives.spawned.start_waiting) and starts the next spare at once, so the spare gets
+that (objectives.launch.start_waiting) and starts the next spare at once, so the spare gets
 ready while the current child loads its model.
 
 The spare's start-up never competes with a measurement for CPU: a pooled child waits after its
 model load until `spare_settled()` (the spare is ready, has died, or has taken longer than
-`settle_s`) unless its threads leave two logical cores free (objectives.runner), and only then
+`settle_s`) unless its threads leave two logical cores free (objectives.launch), and only then
 measures. The spare does no GPU allocation before it gets a spec: device discovery creates
 no CUDA context, so neither per-process nor device-level VRAM readings of the trial see it.
 """

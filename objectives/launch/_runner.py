@@ -124,7 +124,7 @@ def run_child(
 
     With `pool` (and no `argv`), the child comes pre-warmed from the pool; when its threads
     would share cores with the pool's next spare, it measures only once that spare is ready
-    (objectives.prewarm). KeyboardInterrupt ends the child's whole
+    (objectives.launch). KeyboardInterrupt ends the child's whole
     tree before it propagates.
     """
     if pool is not None and argv is None:

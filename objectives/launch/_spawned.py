@@ -5,7 +5,7 @@ Two ways to start one (objectives.child handles both):
 - `start_waiting(argv)`: the child imports llama_cpp, finds its devices, says
   `dm-tune-phase: ready` and waits on stdin for a line with the spec and result paths. After its
   model load it says `dm-tune-phase: loaded` and waits for a `go` line before it measures
-  (objectives.prewarm decides when). This takes interpreter start-up off a trial's critical path.
+  (objectives.launch decides when). This takes interpreter start-up off a trial's critical path.
 
 Portable: a fresh interpreter (no fork), its own process group / session so that the whole tree
 can be ended through psutil (`kill_tree`). A child dies with the run that started it
@@ -185,5 +185,5 @@ def start(argv: list[str], spec: dict[str, Any]) -> Spawned:
 
 
 def start_waiting(argv: list[str]) -> Spawned:
-    """A child that prepares itself and waits on stdin for its spec (objectives.prewarm)."""
+    """A child that prepares itself and waits on stdin for its spec (objectives.launch)."""
     return _spawn(argv, True)

@@ -1,4 +1,4 @@
-"""Pre-warmed trial children (objectives.prewarm) with the real child and the demo model."""
+"""Pre-warmed trial children (objectives.launch) with the real child and the demo model."""
 
 from __future__ import annotations
 

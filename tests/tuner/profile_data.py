@@ -25,12 +25,12 @@ PROVENANCE = {
 
 def over_budget(peak_mb: float | None) -> bool:
     """Whether the study (and the confirmation step) records a trial peaking at `peak_mb` as
-    over BUDGET_MB: the one VRAM rule of tuner/vram_need.py, need = peak + margin."""
+    over BUDGET_MB: the one VRAM rule of tuner/vram/_need.py, need = peak + margin."""
     return over_budget_mb(peak_mb, BUDGET_MB) > 0
 
 
 def confirmation(t: FrozenTrial, vram_runs: list[float]) -> dict[str, Any]:
-    """What tuner.confirm stores for `t` re-measured in fresh processes that peaked at
+    """What tuner.study stores for `t` re-measured in fresh processes that peaked at
     `vram_runs` (its speed unchanged): vram_mb is their max, the constraint the one rule."""
     peak = max(vram_runs)
     return {

@@ -1,5 +1,5 @@
 """A small dm-tune study in a real SQLite file, with attributes shaped like `dm-tune run`'s
-(tuner/study.py, tuner/trial_record.py, tuner/confirm.py); the figures are invented."""
+(tuner/study/: _study.py, _trial_record.py, _confirm.py); the figures are invented."""
 
 from __future__ import annotations
 

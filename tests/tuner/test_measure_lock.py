@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RES = ["cpu", "gpu0"]
 HOLD = """
 import sys
-from tuner.measure_lock import measurement_lock
+from tuner.machine import measurement_lock
 with measurement_lock(sys.argv[1], sys.argv[2], wait=sys.argv[3] == "wait",
                       resources=["cpu", "gpu0"]):
     print("held", flush=True)

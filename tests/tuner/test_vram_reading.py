@@ -1,5 +1,5 @@
 """Where NVML gives no VRAM reading, llama.cpp's own buffers are the reading; no reading at all
-is over the budget (tuner/vram_reading.py).
+is over the budget (tuner/vram/_reading.py).
 
 The llama-cpp-python build here can't offload and there is no GPU: a build that offloads is
 simulated (the `gpu_offload` the probe would report), NVML is absent as on a Metal, Vulkan or

@@ -248,7 +248,7 @@ def test_simulated_spill_marked_when_it_completes_is_kept() -> None:
     assert again.constraints[CONSTRAINT_KEY] == 1500.0 and not is_feasible(again)
 
 
-# The study's own path: a trial is marked when it completes (tuner/study.py), with real trial
+# The study's own path: a trial is marked when it completes (tuner/study/_study.py), with real trial
 # children (stand-ins that print canned metrics: 50 + n_threads tok/s) and simulated NVML.
 
 

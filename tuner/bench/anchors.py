@@ -25,14 +25,14 @@ The settings a plan holds (group in brackets):
   knobs.
 - [ollama] `ollama_choice`: Ollama's rule computed from its source (see there).
 - [app] Desktop-Mate's profiles (configs/baselines.yaml), normalized as the study enqueues them
-  (tuner.search_space.SearchSpace.fit_baseline: -1/35 -> every layer, threads capped at the
+  (tuner.space.SearchSpace.fit_baseline: -1/35 -> every layer, threads capped at the
   logical cores, llama.cpp's defaults made explicit); one whose n_ctx is below the floor runs
   as the app runs it and is marked `below_floor`.
 - [sweep] (`--sweep`) the ground truth around both answers: n_gpu_layers at dm-tune's and fit's
   choice +-2, +-4 (clipped to 0..layers, de-duplicated) x 3 thread counts, flash attention on, at
   the floor, other knobs from the dm-tune tier.
 
-`measure` runs every setting in fresh processes (objectives.runner.run_child), interleaved: pass
+`measure` runs every setting in fresh processes (objectives.launch.run_child), interleaved: pass
 1 runs each setting once in an order shuffled with a fixed seed, then pass 2, ...; results.json
 is rewritten (atomically) after every run, so a cut run keeps what it measured. `table` computes
 rows and the issue's targets (`table_rows`, `targets`) apart from the markdown (`render`).

@@ -1,6 +1,6 @@
 """Load a GGUF with given settings in a child process and print llama.cpp's buffer sizes.
 
-Why: calibrating and checking tuner/vram_predict.py needs llama.cpp's own numbers for many
+Why: calibrating and checking tuner/vram/_predict.py needs llama.cpp's own numbers for many
 settings; a child per load keeps each measurement clean (no memory shared between loads).
 Only the model load and the graph reservation run, no generation, so it is cheap.
 

@@ -2,7 +2,7 @@
 
 Each cell of the grid (every normalized setting SearchSpace.suggest can return on this machine:
 by default the CPU space, n_threads x n_batch x usable n_ctx x use_mlock, n_gpu_layers 0) runs
-in a fresh trial child through objectives.runner.run_child, exactly as a study trial does, with
+in a fresh trial child through objectives.launch.run_child, exactly as a study trial does, with
 the default workload but repeats=1 (one measured answer per run, to keep the whole grid
 affordable). Each pass measures the grid in its own shuffled order, so slow spells from other
 load on the machine do not line up with one setting.
@@ -93,7 +93,7 @@ CPU_NOTE = "shared machine: other engineers ran tests at the same time"
 
 
 def digest(obj: Any) -> str:
-    """Same digest as tuner.prepare (a study's settings.workload_digest)."""
+    """Same digest as tuner.study (a study's settings.workload_digest)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 

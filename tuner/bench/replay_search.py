@@ -3,7 +3,7 @@
 Each replayed trial goes through the real SearchSpace.suggest (on the space record_grid.py
 resolved for the grid's machine), looks its normalized settings up in the table
 (values = [gen_tok_s, ttft_ms]) and sets the VRAM constraint a trial gets from the cell's
-measured vram_mb against --vram-budget-mb (tuner.vram_need.over_budget_mb, the study's rule;
+measured vram_mb against --vram-budget-mb (tuner.vram.over_budget_mb, the study's rule;
 a cell without a VRAM reading, e.g. every CPU cell, is feasible). A proposal whose settings were
 already tried costs a trial slot, as in the real study (which reuses the earlier result without
 measuring again); the replay counts those duplicates.
@@ -23,15 +23,16 @@ What is enqueued before sampling, per --arms (each sampler runs every arm):
   none       nothing: the sampler alone;
   baselines  Desktop-Mate's profiles (configs/baselines.yaml `profiles:`);
   starts     the profiles, then dm-tune's start points (`starts:`, those for the grid's build:
-             gpu_only ones only on a GPU grid), which is what tuner/study.py enqueues by default.
-The list comes from the study's own tuner.baselines.starting_trials (SearchSpace.fit_baseline,
+             gpu_only ones only on a GPU grid), which is what tuner/study/_study.py enqueues by
+             default.
+The list comes from the study's own tuner.space.starting_trials (SearchSpace.fit_baseline,
 a start that comes out as a profile skipped); then any integer knob outside the space's range is
 moved to the nearest value the space can sample (snap_to_grid), so that each is a recorded cell.
 On a CPU grid there are no start points, so the `starts` arm is `baselines` and is not run again.
 
 Metric per seed: the first trial (1-based) after which the best feasible tok/s found so far is
 within --tolerance of the table's best feasible tok/s; and the first trial after which
-tuner.selection.choose_best ("balanced") over the trials so far is within the tolerance of the
+tuner.study.choose_best ("balanced") over the trials so far is within the tolerance of the
 table's balanced choice on both objectives. Not reached within --trials: reported as censored.
 """
 
@@ -154,8 +155,8 @@ def snap_to_grid(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any
 
 
 def fit_to_grid(space: SearchSpace, profile: Mapping[str, Any]) -> dict[str, Any]:
-    """One profile as the replay enqueues it: fitted as tuner/study.py fits it
-    (tuner.baselines.starting_trials), then snapped to the grid (snap_to_grid)."""
+    """One profile as the replay enqueues it: fitted as tuner/study/_study.py fits it
+    (tuner.space.starting_trials), then snapped to the grid (snap_to_grid)."""
     [(params, _)] = starting_trials(space, {"profile": dict(profile)}, {})
     return snap_to_grid(space, params)
 
@@ -169,11 +170,11 @@ def enqueued_trials(
     starts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Enqueued:
     """What the replay enqueues before sampling, in order, with the user_attrs the study gives
-    each ({"baseline": name} or {"start": name}): tuner.baselines.starting_trials, as
-    tuner/study.py calls it, then each snapped to the grid. The study drops a start that fits to
-    a profile's settings before any snapping; one that only meets a profile's cell after snapping
-    is still enqueued here (a duplicate proposal: it costs its slot, as the off-grid trial the
-    study would measure does)."""
+    each ({"baseline": name} or {"start": name}): tuner.space.starting_trials, as
+    tuner/study/_study.py calls it, then each snapped to the grid. The study drops a start that
+    fits to a profile's settings before any snapping; one that only meets a profile's cell after
+    snapping is still enqueued here (a duplicate proposal: it costs its slot, as the off-grid
+    trial the study would measure does)."""
     plan = starting_trials(
         space,
         {n: dict(p) for n, p in (baselines or {}).items()},
@@ -192,7 +193,7 @@ def _tpe(**kw: Any) -> SamplerFactory:
 
 
 SAMPLERS: dict[str, SamplerFactory] = {
-    # Exactly tuner/study.py's sampler.
+    # Exactly tuner/study/_study.py's sampler.
     "tpe": _tpe(multivariate=True, n_startup_trials=10),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
     "tpe-startup5": _tpe(multivariate=True, n_startup_trials=5),
@@ -328,7 +329,7 @@ def replay(
     fixed: Mapping[str, Any] | None = None,
     starts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Outcome]:
-    """Run a study like tuner/study.py's, with table lookups instead of trial children.
+    """Run a study like tuner/study/_study.py's, with table lookups instead of trial children.
 
     `baselines`, `starts`: the profiles and start points to enqueue first (enqueued_trials).
     `fixed`: settings the grid added to every cell (record_grid.py --fixed)."""

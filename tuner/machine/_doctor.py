@@ -5,7 +5,7 @@ support and nothing said so. doctor says so, loudly, with the command that fixes
 It also shows what other processes hold on each GPU now (the desktop, the app's 3D avatar) and
 suggests the --vram-budget that leaves them their share: the VRAM free now. On Windows it says
 how to turn off the driver's sysmem fallback, which makes an over-budget setting slow instead of
-failed (tuner/vram_spill.py).
+failed (tuner/study/_spill.py).
 """
 
 from __future__ import annotations

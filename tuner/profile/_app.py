@@ -3,7 +3,7 @@ selector that picks the tier fitting this machine's free VRAM.
 
 The app imports this module at start-up, so it must stay light: it imports neither optuna nor
 plotly (tests/tuner/test_profile.py checks it in a fresh interpreter). Building a profile from
-a study lives in tuner/profile_build.py.
+a study lives in tuner/profile/build.py.
 
 File format (YAML, `version: 2`; version 1 files are still read): the model it was measured with
 (name, size, sha256), how it was made (`provenance`), the conversation it was tuned for

@@ -1,14 +1,14 @@
 """Turn a finished study's trials into the tiered profile Desktop-Mate loads.
 
 Tiers (names match Desktop-Mate's GPU_PROFILES, so `"gpu_profile": "performance"` keeps a meaning):
-- one VRAM rule from study to selector (tuner/vram_need.py): a setting whose measured peak is P
+- one VRAM rule from study to selector (tuner/vram/_need.py): a setting whose measured peak is P
   asks for `min_vram_free_mb` = P + VRAM_MARGIN_MB free (rounded up). The study's constraint is
   the same need against the budget, so a feasible trial is exactly one whose tier the app's
   selector takes with the budget free. P is the confirmed peak where the trial was re-measured
   in fresh processes (the max over them, `vram_mb_runs`); when those peaks spread by more than
   half the margin, the tier gets a `note` that the margin may be too small on this machine.
 - one GPU tier per fraction f of the VRAM budget (default 100 %, 75 %, 50 %; f <= 1): the trial
-  that tuner.selection.choose_best picks among the feasible trials whose *need* is at most
+  that tuner.study.choose_best picks among the feasible trials whose *need* is at most
   budget x f *and* less than the tier above's (a trial needing as much as the tier above adds
   nothing: that tier already serves every machine it would). So the default tier's need is
   never above the budget. Trials without a VRAM reading can't be placed and are left out of GPU
@@ -215,7 +215,7 @@ def build_profile(
 
     `provenance` holds gpu, driver, cpu, llama_cpp_version, study and storage; the trial numbers,
     budget, prefer rule, creation time and dm-tune version are filled in here. `trials` carry
-    the confirmed metrics where re-measured (tuner.confirm.apply_confirmations); `conversation`
+    the confirmed metrics where re-measured (tuner.study.apply_confirmations); `conversation`
     is the app's conversation and context floor (tuner.profile.Conversation), None for a study
     made without one.
     """

@@ -343,7 +343,8 @@ def soak_profile(
     `history_turns` is the app's `context_limit`. Both default to the profile's
     `conversation` (version 2), else to the workload's `app` settings (10 and 512).
     `timeout_s` applies to each conversation. The machine's measurement lock is held from the
-    free-VRAM reading on (`wait=False`: a UserError instead of waiting, tuner/measure_lock.py).
+    free-VRAM reading on (`wait=False`: a UserError instead of waiting,
+    tuner/machine/_measure_lock.py).
     """
     profile = open_profile(path)
     w = load_model(workload or default_config("workload.yaml"), Workload)

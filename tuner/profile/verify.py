@@ -179,7 +179,7 @@ def verify_profile(
     Each run is the study's own trial child with the study's spec shape, so the figures are
     comparable with the recorded ones as long as `workload` is the one the study used.
     The machine's measurement lock is held from the free-VRAM reading on (`wait=False`: a
-    UserError instead of waiting for another measurement, tuner/measure_lock.py).
+    UserError instead of waiting for another measurement, tuner/machine/_measure_lock.py).
     """
     _check_options(runs, tolerance, repeats, timeout_s)
     workload = workload or default_config("workload.yaml")

@@ -10,7 +10,7 @@ import optuna
 
 from tuner.study import display_url
 
-TOK_S = "gen_tok_s"  # the throughput objective's name (tuner/study.py)
+TOK_S = "gen_tok_s"  # the throughput objective's name (tuner/study/_study.py)
 
 
 class StudyFacts(NamedTuple):

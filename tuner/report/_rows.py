@@ -39,7 +39,7 @@ class TrialRow(NamedTuple):
     name: str  # the app profile's or start point's name, "" for sampled trials
     state: str  # Optuna's state (complete, pruned, fail, running); a confirmation: ok/failed
     status: str  # dm-tune's status (ok, pruned, over_budget_predicted, reused, oom...)
-    session: int | None  # a confirmation run's session (tuner/confirm.py); None for trials
+    session: int | None  # a confirmation run's session (tuner/study/_confirm.py); None for trials
     reason: str
     settings: dict[str, Any]
     tok_s: float | None
@@ -132,7 +132,7 @@ def reference_rows(trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> l
 
 
 def confirmation_rows(trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> list[TrialRow]:
-    """Every confirmation run (tuner/confirm.py): the candidates', then the app profile's."""
+    """Every confirmation run (tuner/study/_confirm.py): the candidates', then the app profile's."""
     return confirmed_rows(trials, attrs) + reference_rows(trials, attrs)
 
 

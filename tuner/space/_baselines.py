@@ -2,7 +2,7 @@
 dm-tune's own starting points (a profile with some knobs changed), measured right after them.
 
 A start point may set `n_gpu_layers: fit`: the most layers whose predicted VRAM need is within
-the budget (tuner.vram_guard), for models larger than the budget, where every profile that
+the budget (tuner.vram), for models larger than the budget, where every profile that
 offloads everything is skipped unloaded. It is enqueued only where fitting changes something
 (the model does not fit whole) and where the build can offload. `n_threads: all` is every
 logical core (with layers in RAM, the CPU side decides the speed)."""

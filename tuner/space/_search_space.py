@@ -103,7 +103,7 @@ class Machine:
     logical_cores: int
     layers: int  # offloadable layers = block_count + 1
     gpu_offload: bool
-    min_ctx: int  # the context floor (tuner/context_floor.py): no n_ctx below it is sampled
+    min_ctx: int  # the context floor (tuner/space/_context_floor.py): no n_ctx below it is sampled
     trained_ctx: int | None = None
 
 

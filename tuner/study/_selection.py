@@ -1,7 +1,7 @@
 """Which trial is "best": the rule dm-tune uses to export, shown to the user.
 
 1. Only COMPLETE trials that satisfy every constraint (VRAM within budget) are candidates; a
-   suspected spill into system memory is over the budget (tuner/vram_spill.py, checked again
+   suspected spill into system memory is over the budget (tuner/study/_spill.py, checked again
    here over all the trials given: a later trial can reveal an earlier spill).
 2. Of those, the Pareto front on (generation tok/s: higher is better, first-token latency:
    lower is better) is kept: no other candidate is at least as good on both and better on one.

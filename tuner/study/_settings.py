@@ -14,7 +14,7 @@ class RunSettings:
     model: Path | None = None  # None: the embedded demo model
     trials: int = 50  # total trials the study should hold (re-running resumes up to it)
     vram_budget_mb: float = 6144.0
-    min_ctx: str | None = None  # the context floor: tokens, "worst", or None (tuner/context_floor)
+    min_ctx: str | None = None  # the context floor: tokens, "worst", or None (tuner.space)
     storage: str = DEFAULT_STORAGE
     study_name: str | None = None  # None: derived from model and hardware
     search_space: Path = field(default_factory=lambda: default_config("search_space.yaml"))
@@ -29,7 +29,7 @@ class RunSettings:
     profile_dir: Path = field(default_factory=lambda: Path("configs") / "profiles")
     confirm_k: int = 3  # re-measure this many top candidates before export (0: don't)
     confirm_runs: int = 2  # fresh processes per confirmed candidate
-    prune: bool = True  # stop trials already dominated after their first answer (tuner/pruning.py)
+    prune: bool = True  # stop trials already dominated after their first answer (_pruning.py)
     max_same_failures: int = 3  # stop when the first trials all fail the same way
     wait_for_lock: bool = True  # another measurement running here: wait (False: UserError)
     child_argv: tuple[str, ...] | None = None  # tests: a stand-in child command

@@ -16,10 +16,10 @@ takes on the card and how fast attention runs). The other knobs (threads, batch 
 may differ: requiring them equal too would leave almost nothing to compare in a sampled study,
 and the factor of two is the allowance for them.
 
-Applied when a trial completes, against the trials measured before it (tuner/study.py), and
-again over all trials whenever a trial is chosen (tuner/selection.py: a later trial with fewer
-layers can reveal an earlier spill). Either way the study's VRAM constraint of the trial is
-violated (`spilled_over_budget_mb`) and its `spill` user attribute holds the reason.
+Applied when a trial completes, against the trials measured before it (_study.py), and again
+over all trials whenever a trial is chosen (_selection.py: a later trial with fewer layers can
+reveal an earlier spill). Either way the study's VRAM constraint of the trial is violated
+(`spilled_over_budget_mb`) and its `spill` user attribute holds the reason.
 """
 
 from __future__ import annotations

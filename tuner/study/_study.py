@@ -308,7 +308,7 @@ def make_objective(
                 watcher=make_watcher(study) if s.prune and not is_app else None,
                 pool=pool,
             )
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (tuner.interrupt)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (tuner.study)
             trial.set_user_attr("status", "interrupted")
             trial.set_user_attr("reason", describe(exc))
             raise

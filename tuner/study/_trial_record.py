@@ -28,7 +28,7 @@ def constraint_values(
     min_ctx: int,
     vram_source: str | None = None,
 ) -> dict[str, float]:
-    """Both constraints of one measurement (tuner/vram_need.py, tuner/context_floor.py)."""
+    """Both constraints of one measurement (tuner/vram/_need.py, tuner/space/_context_floor.py)."""
     return {
         CONSTRAINT_KEY: over_budget_mb(vram_mb, budget_mb, vram_source),
         CTX_CONSTRAINT_KEY: float(min_ctx - n_ctx),

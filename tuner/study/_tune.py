@@ -28,8 +28,8 @@ class TuneSummary:
 
 
 def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
-    """Everything under the machine's measurement lock (tuner/measure_lock.py), taken once the
-    options are checked: the build probe measures too, and `--no-wait` must refuse before
+    """Everything under the machine's measurement lock (tuner/machine/_measure_lock.py), taken
+    once the options are checked: the build probe measures too, and `--no-wait` must refuse before
     anything is written."""
     check_options(settings)
     with measurement_lock(

@@ -6,7 +6,7 @@ and is refined as the median gap between measured and predicted VRAM of the load
 the same `overhead_class` (with or without flash attention); a class with no loaded trial yet
 uses the median over all of them.
 
-A setting is skipped before loading when the free VRAM it would ask for (tuner.vram_need: the
+A setting is skipped before loading when the free VRAM it would ask for (tuner.vram: the
 predicted peak plus VRAM_MARGIN_MB, the rule of the study's constraint and of the profile's
 tiers) is clearly over the budget.
 """

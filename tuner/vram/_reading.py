@@ -8,7 +8,7 @@ study used to count such a trial as within the budget. There, llama.cpp's own de
 driver's own context, so the budget needs a margin. A device growth smaller than those buffers
 can't be the child's (another GPU, or a baseline read late): the buffers are taken then too.
 A build that offloads with neither reading is recorded as `none` and is over the budget
-(tuner/vram_need.py). A CPU-only build is unchanged: what NVML read, if anything.
+(tuner/vram/_need.py). A CPU-only build is unchanged: what NVML read, if anything.
 """
 
 from __future__ import annotations
