@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ CHROMEDRIVER = os.environ.get("DM_TUNE_CHROMEDRIVER", "/usr/bin/chromedriver")
 IN_CI = os.environ.get("DM_TUNE_CI", "") not in ("", "0")
 # Where `DM_TUNE_SCREENSHOTS=1` writes the README's pictures (never in a normal run).
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+WAIT_S = 120.0  # generous: the machine running the tests may be busy
 
 
 def unavailable(reason: str) -> None:
@@ -53,6 +55,16 @@ class Browser:
             if message["method"] == "Network.requestWillBeSent":
                 urls.append(message["params"]["request"]["url"])
         return urls
+
+    def until(self, script: str, what: str) -> Any:
+        """Poll a script in the page until it returns something truthy (generous deadline)."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            value = self.driver.execute_script(script)
+            if value:
+                return value
+            assert time.monotonic() < deadline, f"the page never showed {what}"
+            time.sleep(0.5)
 
     def screenshot(self, name: str) -> Path | None:
         """Save the page as docs/images/<name>.png when DM_TUNE_SCREENSHOTS=1, else nothing."""

@@ -9,22 +9,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import optuna
 import pytest
-from chromium import Browser
+from chromium import WAIT_S, Browser
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_DB = ROOT / "docs" / "benchmarks" / "data" / "cpu-demo-3.db"  # a real 50-trial CPU run
-WAIT_S = 120.0  # generous: the machine running the tests may be busy
 
 
 @pytest.fixture
@@ -76,17 +73,6 @@ def _stop(server: subprocess.Popen[str]) -> None:
         server.stdout.close()
 
 
-def _until(browser: Browser, script: str, what: str) -> Any:
-    """Poll a script in the page until it returns something truthy (generous deadline)."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = browser.driver.execute_script(script)
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"the page never showed {what}"
-        time.sleep(0.5)
-
-
 def _expected(storage: str) -> tuple[int, optuna.Study]:
     studies = optuna.get_all_study_summaries(storage)
     assert len(studies) == 1
@@ -124,7 +110,7 @@ def test_dashboard_shows_the_study(storage: str, browser: Browser) -> None:
     with dashboard("--storage", storage) as url:
         assert urlsplit(url).hostname == "127.0.0.1"
         browser.driver.get(f"{url}dashboard/studies/{study_id}")
-        plots = _until(browser, PLOTS_JS, "its plots")
+        plots = browser.until(PLOTS_JS, "its plots")
         # Drawn: each plot's SVG holds its points or bars.
         for plot in ("graph-pareto-front", "plot-history", "graph-timeline"):
             assert plot in plots
@@ -148,7 +134,7 @@ def test_dashboard_shows_the_study(storage: str, browser: Browser) -> None:
         browser.screenshot("dashboard")
         # The trial list counts them all.
         browser.driver.get(f"{url}dashboard/studies/{study_id}/trials")
-        _until(browser, f"return document.body.innerText.includes('{len(trials)} Trials')", "")
+        browser.until(f"return document.body.innerText.includes('{len(trials)} Trials')", "")
         requests = browser.requests()
     network = [u for u in requests if urlsplit(u).scheme in ("http", "https", "ws", "wss")]
     assert network and all(u.startswith(url) for u in network), network
@@ -161,7 +147,7 @@ def test_a_trial_page_shows_its_user_attributes(storage: str, browser: Browser) 
     trial = next(t for t in study.get_trials(deepcopy=False) if "below_floor" in t.user_attrs)
     with dashboard("--storage", storage) as url:
         browser.driver.get(f"{url}dashboard/studies/{study_id}/trials?numbers={trial.number}")
-        rows = _until(browser, ATTRS_JS, "the user attribute rows")
+        rows = browser.until(ATTRS_JS, "the user attribute rows")
     assert rows["status"] == trial.user_attrs["status"]
     assert rows["baseline"] == trial.user_attrs["baseline"]
     assert rows["below_floor"] == trial.user_attrs["below_floor"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import optuna
@@ -16,7 +14,6 @@ from chromium import Browser
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY_DB = ROOT / "docs" / "benchmarks" / "data" / "cpu-demo-3.db"  # a real 50-trial CPU run
-WAIT_S = 120.0
 
 pytestmark = pytest.mark.browser
 
@@ -70,7 +67,7 @@ def test_report_shows_every_measured_trial_offline(tmp_path: Path, browser: Brow
     assert r.returncode == 0, r.stderr
     expected = _measured_trials(storage)
     browser.driver.get(html.as_uri())
-    page = _until(browser, TRADEOFF_JS, "the tok/s against latency plot")
+    page = browser.until(TRADEOFF_JS, "the tok/s against latency plot")
     assert sorted(page["numbers"]) == sorted(expected)  # each measured trial once
     assert page["drawn"] >= len(expected)  # drawn in the SVG, not only in the data
     browser.screenshot("report")
@@ -78,13 +75,3 @@ def test_report_shows_every_measured_trial_offline(tmp_path: Path, browser: Brow
     assert requested, "the performance log saw nothing: it would see a request either"
     schemes = {urlsplit(u).scheme for u in requested}
     assert schemes <= {"file", "data", "blob", "about"}, requested
-
-
-def _until(browser: Browser, script: str, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = browser.driver.execute_script(script)
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"the page never showed {what}"
-        time.sleep(0.5)
