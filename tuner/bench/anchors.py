@@ -457,15 +457,21 @@ def build_plan(
 
 
 # --- the measurement ----
-def load_plan(path: Path) -> dict[str, Any]:
+def _read_versioned(path: Path, what: str, version: int, made_by: str) -> dict[str, Any]:
+    """A JSON file this script wrote (`what`: plan or results), or one clear UserError."""
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"plan file not found: {path}; write one with `anchors.py plan`") from None
+        raise UserError(f"{what} file not found: {path}; write one with {made_by}") from None
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read plan {path}: {e}") from None
-    if not isinstance(plan, dict) or plan.get("version") != PLAN_VERSION:
-        raise UserError(f"{path} is not a version {PLAN_VERSION} plan of `anchors.py plan`")
+        raise UserError(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("version") != version:
+        raise UserError(f"{path} is not a version {version} {what} file of {made_by}")
+    return data
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    plan = _read_versioned(path, "plan", PLAN_VERSION, "`anchors.py plan`")
     if not plan.get("settings"):
         raise UserError(f"{path} holds no settings")
     return plan
@@ -712,15 +718,7 @@ def render(results: dict[str, Any], study_wall_s: float | None) -> str:
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"results file not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read results {path}: {e}") from None
-    if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION:
-        raise UserError(f"{path} is not a version {RESULTS_VERSION} results file of `measure`")
-    return data
+    return _read_versioned(path, "results", RESULTS_VERSION, "`anchors.py measure`")
 
 
 # --- CLI ----
