@@ -12,6 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from tuner.errors import UserError
 
+# owned by the profile loader (the app vendors it: it imports nothing from dm-tune)
+from tuner.profile._app import describe_yaml_error
+
 M = TypeVar("M", bound=BaseModel)
 TMP_MARK = ".dm-tune-tmp"  # our temporary files: `.<name>.<pid>.dm-tune-tmp`
 
@@ -30,18 +33,6 @@ def describe_validation_error(exc: ValidationError) -> str:
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{msg}{more}" if not err["loc"] else f"'{where}': {msg}{more}"
-
-
-def describe_yaml_error(exc: yaml.YAMLError) -> str:
-    """'YAML tags are not allowed' for `!!python/...` and other tags, else 'not valid YAML'."""
-    mark = getattr(exc, "problem_mark", None)
-    at = f" at line {mark.line + 1}" if mark is not None else ""
-    problem = str(getattr(exc, "problem", "") or "")
-    if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
-        tag = problem.split("'")[1] if problem.count("'") >= 2 else "a tag"
-        tag = tag.replace("tag:yaml.org,2002:", "!!")
-        return f"YAML tags are not allowed ({tag}{at}); remove the tag"
-    return f"not valid YAML{at}; fix the syntax"
 
 
 def load_yaml(path: Path) -> Any:

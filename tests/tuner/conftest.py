@@ -15,8 +15,8 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial
 
-from tuner.profile import Profile, write_profile
-from tuner.profile.build import build_profile
+from tuner.profile import Profile
+from tuner.profile.build import build_profile, write_profile
 from tuner.vram import over_budget_mb
 
 

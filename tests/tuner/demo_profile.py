@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner.machine import DEMO_MODEL_SHA256
-from tuner.profile import Profile, write_profile
+from tuner.profile import Profile
+from tuner.profile.build import write_profile
 from tuner.vram import VRAM_MARGIN_MB
 
 UNREACHABLE_MB = 10_000_000
@@ -47,7 +48,7 @@ def _tier(name: str, need: float, ngl: int, n_ctx: int, tok_s: float) -> dict[st
 def write_demo_profile(
     path: Path, model: Path, *, tok_s: float, n_ctx: int = 512, sha256: str = DEMO_MODEL_SHA256
 ) -> Path:
-    profile = Profile.model_validate(
+    profile = Profile.from_dict(
         {
             "version": 1,
             "model": {"file": model.name, "size_bytes": model.stat().st_size, "sha256": sha256},

@@ -6,32 +6,50 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 import yaml
 from profile_data import PROVENANCE, MakeTrial
 
-from objectives.nvml import GpuInfo, list_gpus
-from tuner.model_file import sha256_file
+from objectives.metrics import VramSource
+from objectives.nvml import list_gpus
+from tuner.model_file import sha256_cached, sha256_file
+from tuner.paths import cache_dir
 from tuner.profile import (
+    LlamaKeys,
     Profile,
     ProfileError,
+    SchemaError,
+    Stat,
+    check_model,
     load_profile,
+    quick_digest,
     select_profile,
     select_tier,
-    write_profile,
 )
 from tuner.profile import _app as profile_mod
-from tuner.profile.build import build_profile
+from tuner.profile.build import build_profile, write_profile
 
 
-def test_importing_the_loader_pulls_in_neither_optuna_nor_plotly() -> None:
+def test_importing_the_loader_pulls_in_no_heavy_library_and_no_other_dm_tune_module() -> None:
     code = (
         "import json, sys, tuner.profile; "
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'plotly'})))"
+        "print(json.dumps(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in {'optuna', 'plotly', 'pydantic', 'objectives', 'tuner'})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == []
+    assert json.loads(out.stdout) == [
+        "tuner",
+        "tuner.history_fit",
+        "tuner.profile",
+        "tuner.profile._app",
+    ]
+
+
+def test_the_loaders_vram_sources_are_dm_tunes() -> None:
+    """objectives.metrics keeps its own Literal until it imports the loader's (a later change)."""
+    assert get_args(profile_mod.VramSource) == get_args(VramSource)
 
 
 def test_write_then_load_round_trips(gpu_profile: Profile, profile_path: Path) -> None:
@@ -69,14 +87,10 @@ def test_select_without_a_gpu_reads_nvml_and_takes_the_cpu_tier(profile_path: Pa
     assert select_profile(profile_path)["n_gpu_layers"] == 0
 
 
-def _fake_gpu(free_mb: float) -> list[GpuInfo]:
-    return [GpuInfo(0, "Fake RTX 4050", 6141.0, free_mb, 6141.0 - free_mb, "560.94", 192.0)]
-
-
 def test_fake_gpu_free_vram_from_nvml_picks_the_tier(
     profile_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(profile_mod, "list_gpus", lambda: _fake_gpu(4800.0))
+    monkeypatch.setattr(profile_mod, "_gpu_free_mb", lambda: [4800.0])
     monkeypatch.setattr(profile_mod, "_llama_can_offload", lambda: True)
     assert select_tier(profile_path).name == "balanced"
 
@@ -84,7 +98,7 @@ def test_fake_gpu_free_vram_from_nvml_picks_the_tier(
 def test_fake_gpu_with_a_cpu_build_of_llama_cpp_warns_and_takes_the_cpu_tier(
     profile_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(profile_mod, "list_gpus", lambda: _fake_gpu(6000.0))
+    monkeypatch.setattr(profile_mod, "_gpu_free_mb", lambda: [6000.0])
     monkeypatch.setattr(profile_mod, "_llama_can_offload", lambda: False)
     with pytest.warns(RuntimeWarning, match="cannot offload"):
         assert select_tier(profile_path).name == "cpu_fallback"
@@ -118,6 +132,22 @@ def _tamper(path: Path, edit: object) -> Path:
         (lambda d: d.update(quality_affecting=["type_q"]), "unknown knob 'type_q'"),
         (lambda d: d["tiers"][0].update(min_vram_free_mb=float("inf")), "finite number"),
         (lambda d: d["tiers"][0].update(min_vram_free_mb=float("nan")), "finite number"),
+        (lambda d: d["tiers"][0].update(min_vram_free_mb=-1), "'tiers.0.min_vram_free_mb':"),
+        (lambda d: d["tiers"][0]["llama"].update(n_ctx=0), "'tiers.0.llama.n_ctx': must be at"),
+        (lambda d: d["tiers"][0]["llama"].update(n_gpu_layers=-2), "'tiers.0.llama.n_gpu_lay"),
+        (lambda d: d["tiers"][0].update(name="fast tier"), "'tiers.0.name':"),
+        (lambda d: d["tiers"][0].update(measured={}), "missing key 'tiers.0.measured.trial'"),
+        (lambda d: d["tiers"][0]["measured"]["ttft_ms"].update(cv="x"), "measured.ttft_ms.cv'"),
+        (lambda d: d["tiers"][1].update(name="performance"), "tier names must be unique"),
+        (lambda d: d.update(tiers=[]), "'tiers': expected at least one tier"),
+        (lambda d: d.update(tiers={}), "'tiers': expected a list"),
+        (lambda d: d.update(version=True), "profile version True is not supported"),
+        (lambda d: d["model"].update(quick_digest="12"), "'model.quick_digest':"),
+        (lambda d: d["model"].update(file=""), "'model.file':"),
+        (lambda d: d["provenance"].update(created="yesterday"), "'provenance.created':"),
+        (lambda d: d["provenance"].update(prefer="fastest"), "'provenance.prefer':"),
+        (lambda d: d["provenance"].update(trials=[1, "2"]), "'provenance.trials.1':"),
+        (lambda d: d.update(model=[]), "'model': expected a mapping of keys"),
     ],
 )
 def test_tampered_profile_is_refused_with_a_one_line_message(
@@ -164,7 +194,12 @@ def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def _profile_for(model: Path, make_trial: MakeTrial, tmp_path: Path) -> Path:
-    ref = {"file": model.name, "size_bytes": model.stat().st_size, "sha256": sha256_file(model)}
+    ref = {
+        "file": model.name,
+        "size_bytes": model.stat().st_size,
+        "sha256": sha256_file(model),
+        "quick_digest": quick_digest(model),
+    }
     profile = build_profile(
         [make_trial(20, 900, None, 0, n_ctx=512)],
         model=ref,
@@ -186,7 +221,7 @@ def test_a_profile_for_another_model_file_is_refused_unless_forced(
     path = _profile_for(model, make_trial, tmp_path)
     assert select_profile(path, 0, model_path=model)["n_gpu_layers"] == 0
 
-    model.write_bytes(b"GGUF model B")  # same size, other content: only the hash tells
+    model.write_bytes(b"GGUF model B")  # same size, other content: only a digest tells
     with pytest.raises(ProfileError, match=r"measured with model\.gguf \(sha256 "):
         select_profile(path, 0, model_path=model)
     other = tmp_path / "other.gguf"
@@ -264,3 +299,76 @@ def test_the_measured_vram_source_is_kept_and_older_profiles_without_it_load(
     with pytest.raises(ProfileError, match=r"'tiers\.0\.measured\.vram_source'") as exc:
         load_profile(profile_path)
     assert "\n" not in str(exc.value)
+
+
+def _model(tmp_path: Path, size: int, fill: bytes) -> Path:
+    path = tmp_path / "big.gguf"
+    with path.open("wb") as fh:
+        fh.write(b"GGUF" + fill * (size - 4))
+    return path
+
+
+def test_quick_digest_reads_both_ends_and_the_size(tmp_path: Path) -> None:
+    span = profile_mod.QUICK_DIGEST_SPAN
+    path = _model(tmp_path, 3 * span, b"a")
+    d = quick_digest(path)
+    assert len(d) == 64 and d == quick_digest(path)
+    for at in (0, 3 * span - 1):  # a byte changed in the first or the last MiB
+        data = bytearray(path.read_bytes())
+        data[at] ^= 1
+        other = tmp_path / "other.gguf"
+        other.write_bytes(bytes(data))
+        assert quick_digest(other) != d
+    middle = bytearray(path.read_bytes())
+    middle[span + 5] ^= 1  # the middle is not read: the full sha256 (dm-tune verify) tells
+    (tmp_path / "middle.gguf").write_bytes(bytes(middle))
+    assert quick_digest(tmp_path / "middle.gguf") == d
+    assert quick_digest(_model(tmp_path, 10, b"a")) != quick_digest(_model(tmp_path, 11, b"a"))
+
+
+def test_the_apps_model_check_writes_no_cache(make_trial: MakeTrial, tmp_path: Path) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF model A")
+    path = _profile_for(model, make_trial, tmp_path)
+    assert select_profile(path, 0, model_path=model)["n_gpu_layers"] == 0
+    assert not cache_dir().exists()
+
+
+def _without_quick_digest(path: Path) -> Path:
+    return _tamper(path, lambda d: d["model"].pop("quick_digest"))
+
+
+def test_an_older_profile_without_a_quick_digest_is_checked_by_size_and_verify_by_sha256(
+    make_trial: MakeTrial, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF model A")
+    path = _without_quick_digest(_profile_for(model, make_trial, tmp_path))
+    profile = load_profile(path)
+    assert profile.model.quick_digest is None
+    model.write_bytes(b"GGUF model B")  # same size: the app can't tell without the digest
+    check_model(profile, model)
+    with pytest.raises(ProfileError, match=r"measured with model\.gguf"):
+        check_model(profile, model, full_sha256=sha256_cached)  # dm-tune verify's check
+    model.write_bytes(b"GGUF model AB")
+    with pytest.raises(ProfileError, match="regenerate it for this model"):
+        check_model(profile, model)
+
+
+def test_the_builders_dataclasses_check_what_they_are_given() -> None:
+    """The builder makes the profile through the loader's classes: no second schema."""
+    with pytest.raises(SchemaError) as exc:
+        Stat(median=float("inf"), cv=0.0)
+    assert exc.value.where == "median" and "finite" in exc.value.problem
+    with pytest.raises(SchemaError, match="'n_ctx': expected an integer"):
+        LlamaKeys(n_gpu_layers=0, n_ctx=True, n_batch=1, n_threads=1, use_mlock=False)
+    with pytest.raises(SchemaError, match=r"unknown key 'llama\.n_gpu_layer'"):
+        LlamaKeys.from_dict({"n_gpu_layer": 1}, ("llama",))
+    assert Stat(median=3, cv=0).median == 3.0 and isinstance(Stat(median=3, cv=0).cv, float)
+
+
+def test_to_dict_reads_back_to_the_same_profile(gpu_profile: Profile) -> None:
+    data: dict[str, Any] = gpu_profile.to_dict()
+    assert Profile.from_dict(data) == gpu_profile
+    assert "quick_digest" not in data["model"] and "conversation" not in data
+    assert all("note" not in t and None not in t["llama"].values() for t in data["tiers"])

@@ -8,8 +8,8 @@ import pytest
 from optuna.trial import FrozenTrial
 from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial, confirmation, over_budget
 
-from tuner.profile import Profile, ProfileError, profile_to_yaml
-from tuner.profile.build import build_profile
+from tuner.profile import Profile, ProfileError
+from tuner.profile.build import build_profile, profile_to_yaml
 from tuner.study import apply_confirmations
 from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from demo_profile import write_demo_profile
 from typer.testing import CliRunner
 
 from tuner.cli import app
-from tuner.profile import load_profile, write_profile
+from tuner.profile import load_profile
+from tuner.profile.build import write_profile
 from tuner.profile.soak import (
     Chat,
     Checkpoint,
@@ -56,8 +58,8 @@ def _row(output: str, name: str) -> str:
 def with_keys(profile: Path, **keys: Any) -> Path:
     """The profile with `keys` added to every tier (as a tuned tier would carry them)."""
     p = load_profile(profile)
-    tiers = [t.model_copy(update={"llama": t.llama.model_copy(update=keys)}) for t in p.tiers]
-    write_profile(profile, p.model_copy(update={"tiers": tiers}))
+    tiers = [replace(t, llama=replace(t.llama, **keys)) for t in p.tiers]
+    write_profile(profile, replace(p, tiers=tiers))
     return profile
 
 

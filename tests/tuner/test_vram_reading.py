@@ -21,8 +21,8 @@ from profile_data import MODEL, PROVENANCE
 import objectives.nvml
 from objectives.llama_buffers import parse_buffers
 from tests.conftest import stand_in
-from tuner.profile import load_profile, write_profile
-from tuner.profile.build import build_profile
+from tuner.profile import load_profile
+from tuner.profile.build import build_profile, write_profile
 from tuner.study import (
     CONSTRAINT_KEY,
     DIRECTIONS,

@@ -1,13 +1,16 @@
 """Profiles: the file Desktop-Mate loads, and how dm-tune builds, exports, verifies and soaks it.
 
-The app imports this package at start-up, so this `__init__` imports only the loader and
-selector (`_app`, with `fit_history`, the app's history helper from `tuner.history_fit`): no
-optuna, no plotly (tests/tuner/test_profile.py checks it in a fresh interpreter). dm-tune's side
-is in public submodules that import optuna, so they are imported by name, never from here:
-`tuner.profile.build` (a profile from a study), `tuner.profile.export` (`dm-tune export`),
-`tuner.profile.verify` (`dm-tune verify`), `tuner.profile.soak` (`dm-tune soak`) and
-`tuner.profile.run` (the model and free VRAM a verify or soak runs with)."""
+The app imports this package at start-up (or vendors its loader, see below), so this `__init__`
+imports only the loader and selector (`_app`) and the app's history helper (`fit_history`, from
+`tuner.history_fit`): no pydantic, optuna or plotly (tests/tuner/test_profile.py checks it in a
+fresh interpreter). The app can vendor those two files instead: tuner/profile/_app.py and
+tuner/history_fit.py need PyYAML only (tests/tuner/test_profile_vendored.py). dm-tune's side is
+in public submodules that import optuna, so they are imported by name, never from here:
+`tuner.profile.build` (a profile from a study, and writing it), `tuner.profile.export`
+(`dm-tune export`), `tuner.profile.verify` (`dm-tune verify`), `tuner.profile.soak`
+(`dm-tune soak`) and `tuner.profile.run` (the model and free VRAM a verify or soak runs with)."""
 
+from tuner.history_fit import fit_history
 from tuner.profile._app import (
     APP_KEYS,
     MAX_PROFILE_BYTES,
@@ -21,16 +24,15 @@ from tuner.profile._app import (
     Profile,
     ProfileError,
     Provenance,
+    SchemaError,
     Stat,
     Tier,
     check_model,
     detect_free_vram_mb,
-    fit_history,
     load_profile,
-    profile_to_yaml,
+    quick_digest,
     select_profile,
     select_tier,
-    write_profile,
 )
 
 __all__ = [
@@ -46,14 +48,14 @@ __all__ = [
     "Profile",
     "ProfileError",
     "Provenance",
+    "SchemaError",
     "Stat",
     "Tier",
     "check_model",
     "detect_free_vram_mb",
     "fit_history",
     "load_profile",
-    "profile_to_yaml",
+    "quick_digest",
     "select_profile",
     "select_tier",
-    "write_profile",
 ]

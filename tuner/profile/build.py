@@ -21,6 +21,9 @@ Tiers (names match Desktop-Mate's GPU_PROFILES, so `"gpu_profile": "performance"
   (the CPU tier when no GPU tier remains).
 - with the app's `conversation` (its context floor) the profile is `version: 2`; without it
   (a study made before the floor was recorded) `version: 1`.
+
+The profile is made of the loader's dataclasses (tuner/profile/_app.py, the one schema) and
+written through `Profile.to_dict()` (`write_profile`), so what the app reads is what was checked.
 """
 
 from __future__ import annotations
@@ -28,17 +31,30 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import yaml
 from optuna.trial import FrozenTrial
-from pydantic import ValidationError
 
 from objectives.llama_params import KV_TYPES, to_llama_kwargs
 from objectives.metrics import cv
 from tuner import __version__
-from tuner.profile._app import LlamaKeys, Measured, Profile, ProfileError, Stat, Tier
+from tuner.profile._app import (
+    Conversation,
+    LlamaKeys,
+    Measured,
+    ModelRef,
+    Profile,
+    ProfileError,
+    Provenance,
+    SchemaError,
+    Stat,
+    Tier,
+)
 from tuner.study import PREFER_CHOICES, candidates, choose_best, display_url
 from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
+from tuner.yaml_io import write_atomic
 
 CPU_TIER = "cpu_fallback"
 _NAMES = {1.0: "performance", 0.75: "balanced", 0.5: "low_vram"}
@@ -87,13 +103,11 @@ def _llama_keys(t: FrozenTrial, *, cpu: bool = False) -> LlamaKeys:
     if cpu:
         kwargs["n_gpu_layers"] = 0
     try:
-        return LlamaKeys.model_validate(kwargs)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        return LlamaKeys.from_dict(kwargs)
+    except SchemaError as exc:
         raise ProfileError(
-            f"trial {t.number}: llama_kwargs '{where}' doesn't fit the profile schema "
-            f"({err['msg']}); the profile has no place for this setting"
+            f"trial {t.number}: llama_kwargs '{exc.where}' doesn't fit the profile schema "
+            f"({exc.problem}); the profile has no place for this setting"
         ) from None
 
 
@@ -276,21 +290,23 @@ def build_profile(
         "vram_budget_mb": budget_mb,
         "prefer": prefer,
     }
-    data = {
-        "version": 1 if conversation is None else 2,
-        "model": model,
-        "provenance": prov,
-        "conversation": conversation,
-        "default_tier": tiers[0].name,
-        "quality_affecting": _quality_affecting(tiers),
-        "tiers": tiers,
-    }
     try:
-        return Profile.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ProfileError(f"cannot build the profile: '{where}': {err['msg']}") from None
+        return Profile(
+            version=1 if conversation is None else 2,
+            model=ModelRef.from_dict(model, ("model",)),
+            provenance=Provenance.from_dict(prov, ("provenance",)),
+            conversation=(
+                None
+                if conversation is None
+                else Conversation.from_dict(conversation, ("conversation",))
+            ),
+            default_tier=tiers[0].name,
+            quality_affecting=_quality_affecting(tiers),
+            tiers=tiers,
+        )
+    except SchemaError as exc:
+        where = exc.where or "(top level)"
+        raise ProfileError(f"cannot build the profile: '{where}': {exc.problem}") from None
 
 
 def _drop_duplicates(tiers: list[Tier]) -> list[Tier]:
@@ -301,3 +317,33 @@ def _drop_duplicates(tiers: list[Tier]) -> list[Tier]:
             continue
         kept.append(t)
     return kept
+
+
+def _header(profile: Profile) -> str:
+    p = profile.provenance
+    machine = p.gpu or f"CPU only ({p.cpu})"
+    trials = ", ".join(str(n) for n in p.trials) or "none"
+    lines = [
+        f"Desktop-Mate LLM profile for {profile.model.file}, written by dm-tune "
+        f"{p.dm_tune_version} on {p.created.isoformat(timespec='seconds')}.",
+        f"Measured on {machine} with llama-cpp-python {p.llama_cpp_version},",
+        f"study '{p.study}' ({p.storage}), trials {trials}, prefer={p.prefer}.",
+        "The app calls tuner.profile.select_profile(this file) to pick the first tier whose",
+        "min_vram_free_mb fits the free VRAM; the last tier runs on the CPU.",
+        "Don't edit measured values: regenerate on the target machine with `dm-tune run`",
+        "then `dm-tune export` (docs/desktop-mate.md).",
+    ]
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def profile_to_yaml(profile: Profile) -> str:
+    """The profile's file text: a header comment, then `Profile.to_dict()`."""
+    body = yaml.safe_dump(
+        profile.to_dict(), sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    return _header(profile) + body
+
+
+def write_profile(path: Path | str, profile: Profile) -> None:
+    """Write atomically (never a half-written file for the app to load), with a header comment."""
+    write_atomic(Path(path), profile_to_yaml(profile))

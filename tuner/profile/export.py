@@ -11,8 +11,9 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from tuner.errors import UserError
-from tuner.profile._app import Measured, Profile, ProfileError, write_profile
-from tuner.profile.build import build_profile
+from tuner.model_file import sha256_cached
+from tuner.profile._app import Measured, Profile, ProfileError, quick_digest
+from tuner.profile.build import build_profile, write_profile
 from tuner.study import (
     REFERENCE,
     Remeasure,
@@ -128,6 +129,21 @@ def _conversation(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, A
     return {**floor, **({"floor_cost": cost} if cost else {})}
 
 
+def _model_ref(m: dict[str, Any]) -> dict[str, Any]:
+    """The profile's `model`, with the quick digest the app checks when the study's model file
+    is still where it was and still the file measured (its cached sha256); else without it
+    (the app then checks the size only)."""
+    ref = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
+    path = Path(str(m.get("path", "")))
+    try:
+        same = path.is_file() and path.stat().st_size == m["size_bytes"]
+        if same and sha256_cached(path) == m["sha256"]:
+            ref["quick_digest"] = quick_digest(path)
+    except OSError:
+        pass
+    return ref
+
+
 def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
     """The tiered profile of the study's feasible trials, on confirmed figures where the study
     holds them (`confirmed`); what export writes, and what the report compares with."""
@@ -136,8 +152,7 @@ def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
         raise UserError(
             f"study '{study.study_name}' was not made by dm-tune run; nothing to export"
         )
-    m = attrs["model"]
-    model = {"file": m["file"], "size_bytes": m["size_bytes"], "sha256": m["sha256"]}
+    model = _model_ref(attrs["model"])
     gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
     confirmed = attrs.get("confirmed", {})
     trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)

@@ -14,6 +14,7 @@ from pathlib import Path
 from objectives.nvml import list_gpus
 from tuner.errors import UserError
 from tuner.machine import DEMO_MODEL_SHA256, ensure_demo_model
+from tuner.model_file import sha256_cached
 from tuner.profile._app import Profile, ProfileError, check_model, load_profile
 
 
@@ -26,11 +27,12 @@ def open_profile(path: Path) -> Profile:
 
 
 def resolve_model(profile: Profile, model: Path | None) -> Path:
-    """The GGUF to load: --model (checked against the profile's sha256), else the demo model
-    when the profile was measured with it; any other profile needs --model."""
+    """The GGUF to load: --model (checked against the profile's whole-file sha256, cached),
+    else the demo model when the profile was measured with it; any other profile needs
+    --model."""
     if model is not None:
         try:
-            check_model(profile, model)
+            check_model(profile, model, full_sha256=sha256_cached)
         except ProfileError as exc:
             raise UserError(str(exc).replace(" or pass force=True (--force)", "")) from None
         return model
