@@ -22,11 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from objectives import phases
 from objectives.lifeline import die_with_parent
 from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
-from objectives.measure import measure, phase
+from objectives.measure import measure
 from objectives.metrics import TrialMetrics
+from objectives.phases import phase
 
 
 def peak_rss_mb() -> float:
@@ -70,7 +72,7 @@ def _failure(exc: Exception, log: LogCapture, kind: str, info: dict[str, Any]) -
 
 def _prepare() -> None:
     """Everything a trial needs before it knows its settings: imports and device discovery."""
-    phase("import")
+    phase(phases.IMPORT)
     import llama_cpp
 
     llama_cpp.llama_supports_gpu_offload()  # the backend registry: finds the GPUs, no allocation
@@ -106,7 +108,7 @@ def run(
         from objectives.probe import probe
 
         return probe(spec)
-    phase("load")
+    phase(phases.LOAD)
     startup_s = time.time() - t_start
     t0 = time.perf_counter()
     try:
@@ -116,7 +118,7 @@ def run(
     except Exception as exc:
         return _failure(exc, log, "load_failed", info)
     load_s = time.perf_counter() - t0
-    phase("loaded")
+    phase(phases.LOADED)
     gate()
     try:
         samples, n_prompt, n_gen = measure(llm, spec)
@@ -131,7 +133,7 @@ def run(
         history_turns=spec["workload"].get("history_turns"),
     )
     metrics = replace(metrics, extra={"startup_s": round(startup_s, 3), **(extra or {})})
-    phase("done")
+    phase(phases.DONE)
     return {"ok": True, "metrics": metrics.to_dict(), "llama_log": log.relevant(), **info}
 
 
@@ -143,7 +145,7 @@ def _wait_mode() -> int:
     """Pre-warmed: prepare, say ready, then run the spec the parent sends on stdin."""
     _prepare()
     t_ready = time.time()
-    phase("ready")
+    phase(phases.READY)
     line = sys.stdin.readline().strip()
     if not line:
         return 0

@@ -7,13 +7,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from objectives import phases
 from objectives.metrics import Sample
-
-
-def phase(name: str) -> None:
-    """Mark progress on stderr so the parent can tell where a native crash happened."""
-    print(f"dm-tune-phase: {name}", file=sys.stderr, flush=True)
-
+from objectives.phases import phase
 
 MIN_TOKENS = 8  # a capped answer still has at least this many tokens
 PROGRESS_EVERY = MIN_TOKENS  # so pruning can judge a capped answer too
@@ -44,7 +40,7 @@ def _answer(
         k = len(times)
         if report and (k == 1 or k % PROGRESS_EVERY == 0):
             print(
-                f"dm-tune-progress: {k} {times[0] - t0:.4f} {times[-1] - times[0]:.4f}",
+                f"{phases.PROGRESS_PREFIX}{k} {times[0] - t0:.4f} {times[-1] - times[0]:.4f}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -87,7 +83,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
     answer_s, budget_s = w.get("max_answer_s"), w.get("max_measure_s")
 
     if w.get("warmup", True):
-        phase("warmup")  # the app's own warm-up after its load
+        phase(phases.WARMUP)  # the app's own warm-up after its load
         llm.reset()
         warm_tokens = llm.tokenize(b"Bonjour", add_bos=True, special=True)
         _answer(llm, warm_tokens, 2, temperature, top_p)
@@ -96,7 +92,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
     t_first = time.perf_counter()
     while more_repeats(len(samples), w["repeats"], time.perf_counter() - t_first, budget_s):
         i = len(samples)
-        phase(f"repeat {i + 1}")
+        phase(phases.repeat(i + 1))
         llm.set_seed(int(w["seed"]) + i)
         llm.reset()  # n_tokens = 0: the whole prompt is processed again (cold)
         t0 = time.perf_counter()
@@ -104,7 +100,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
         ttft = times[0] - t0
         warm_ms: float | None = None
         if next_prompt is not None and i == 0:
-            phase("next turn")
+            phase(phases.NEXT_TURN)
             t1 = time.perf_counter()
             wt = _answer(llm, next_prompt, 1, temperature, top_p)
             warm_ms = (wt[0] - t1) * 1000.0
@@ -118,7 +114,7 @@ def measure(llm: Any, spec: dict[str, Any]) -> tuple[list[Sample], int, int]:
             )
         )
     if early_prompt is not None:
-        phase("early turn")
+        phase(phases.EARLY_TURN)
         llm.reset()
         t0 = time.perf_counter()
         times = _answer(llm, early_prompt, n_gen, temperature, top_p, max_s=answer_s)

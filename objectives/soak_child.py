@@ -8,7 +8,7 @@ every turn's prompt size and first-token latency, and memory at the checkpoint m
 parent can spot growth (a leak) that a single-answer trial never shows. A prompt whose reply
 can't fit `n_ctx` ends the conversation there: the app would fail on it and, its history being
 persisted, on every later message. Spawned and watched like the trial child
-(objectives.launch.run_child): a crash or a hang can't take the caller down.
+(objectives.launch.ColdLauncher): a crash or a hang can't take the caller down.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from objectives import phases
 from objectives.llama_log import LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
-from objectives.measure import phase
 from objectives.nvml import process_vram_mb
+from objectives.phases import phase
 from tuner.history_fit import fit_history
 
 # What a user says to Kira over an evening; cycled. Varied lengths, as in a real chat.
@@ -50,6 +52,35 @@ USER_MESSAGES = (
     "Bon, il est tard, je vais bientôt aller dormir.",
     "Bonne nuit Kira, merci pour la soirée !",
 )
+
+
+@dataclass(frozen=True)
+class SoakSpec:
+    """One conversation (tuner.profile.soak builds it): the model and its Llama(...) keys, the
+    app's chat (template, system prompt, sampling), and how the history is kept (`fit`)."""
+
+    model_path: str
+    params: dict[str, Any]
+    chat: dict[str, Any]
+    messages: int
+    reply_tokens: int
+    long_replies: bool
+    history_turns: int
+    fit: dict[str, int] | None
+    checkpoints: tuple[int, ...]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {
+            "model_path": self.model_path,
+            "params": self.params,
+            "chat": self.chat,
+            "messages": self.messages,
+            "reply_tokens": self.reply_tokens,
+            "long_replies": self.long_replies,
+            "history_turns": self.history_turns,
+            "fit": self.fit,
+            "checkpoints": list(self.checkpoints),
+        }
 
 
 def rss_mb() -> float:
@@ -222,7 +253,7 @@ def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
             out["overflow"] = {"message": i, "why": why}
             break
         steady = len(history) >= spec["history_turns"]  # the app's window is full
-        phase(f"message {i}")
+        phase(phases.message(i))
         reply, first_s, total_s = _reply(llm, prompt, spec, bias)
         history.append((message, reply))
         out["messages_done"] = i
@@ -252,12 +283,12 @@ def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
-    phase("import")
+    phase(phases.IMPORT)
     import llama_cpp
 
     log = LogCapture()
     log.install()
-    phase("load")
+    phase(phases.LOAD)
     try:
         llm = llama_cpp.Llama(
             model_path=spec["model_path"], **to_llama_kwargs(spec["params"]), verbose=False
@@ -275,7 +306,7 @@ def main(argv: list[str]) -> int:
     tmp = Path(argv[1]).with_suffix(".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")
     os.replace(tmp, argv[1])
-    phase("done")
+    phase(phases.DONE)
     return 0 if result.get("ok") else 1
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from objectives.launch import run_child
+from objectives.launch import ColdLauncher, TrialSpec
 from objectives.llama_buffers import gpu_total_mb, parse_buffers
 from tuner.vram import predict_vram, read_gguf
 
@@ -57,7 +57,7 @@ def test_the_build_offloads() -> None:
 
 def _trial(model: Path, ngl: int, **extra: object) -> object:
     params = {"n_gpu_layers": ngl, "n_ctx": 1024, "n_batch": 256, "n_threads": 4, **extra}
-    res = run_child({"model_path": str(model), "params": params, "workload": WORKLOAD}, 180)
+    res = ColdLauncher().run(TrialSpec.of(model, params, WORKLOAD), 180)
     assert res.status == "ok", res.reason + res.stderr_tail
     return res
 
@@ -95,12 +95,12 @@ def test_a_prewarmed_spare_holds_no_gpu_memory(gpu_model: Path) -> None:
     pid, so neither per-process nor device-level VRAM readings of a running trial include it."""
     import time
 
-    from objectives.launch import CHILD_ARGV, WarmPool
+    from objectives.launch import CHILD_ARGV, PoolLauncher, WarmPool
     from objectives.nvml import process_vram_mb
 
-    spec = {"model_path": str(gpu_model), "params": {"n_gpu_layers": 99}, "workload": WORKLOAD}
+    spec = TrialSpec.of(gpu_model, {"n_gpu_layers": 99}, WORKLOAD)
     with WarmPool(CHILD_ARGV) as pool:
-        res = run_child(spec, 180, pool=pool)
+        res = PoolLauncher(pool).run(spec, 180)
         spare = pool._spare
         assert spare is not None
         t0 = time.perf_counter()

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import psutil
-
+from objectives import phases
 from objectives.launch._prewarm import WarmPool
-from objectives.launch._spawned import Spawned, start
+from objectives.launch._spawned import Spawned
 from objectives.llama_log import looks_oom
 from objectives.metrics import TrialMetrics
 from objectives.nvml import GpuReading, GpuSampler
@@ -43,7 +41,6 @@ class Watch:
 
 Watcher = Callable[[Watch], str | None]
 
-CHILD_ARGV = [sys.executable, "-m", "objectives.child"]
 POLL_S = 0.05
 # NTSTATUS codes a crashed Windows process exits with.
 WINDOWS_CRASHES = {
@@ -89,66 +86,35 @@ def is_crash(rc: int) -> bool:
     return rc < 0 or (rc & 0xFFFFFFFF) in WINDOWS_CRASHES
 
 
-def _last_phase(text: str) -> str | None:
-    phase = None
-    for line in text.splitlines():
-        if line.startswith("dm-tune-phase: "):
-            phase = line.split(": ", 1)[1].strip()
-    return phase
-
-
 def _watch(text: str, elapsed: float, vram: float | None) -> Watch:
     tokens, ttft, gen = 0, None, 0.0
     for line in text.splitlines():
-        if line.startswith("dm-tune-progress: "):
+        if line.startswith(phases.PROGRESS_PREFIX):
             parts = line.split()
             tokens, ttft, gen = int(parts[1]), float(parts[2]), float(parts[3])
-    return Watch(_last_phase(text), elapsed, tokens, ttft, gen, vram)
+    return Watch(phases.last_phase(text), elapsed, tokens, ttft, gen, vram)
 
 
 def _tail(text: str, n: int = 20) -> str:
-    lines = [ln for ln in text.splitlines() if not ln.startswith("dm-tune-")]
+    lines = [ln for ln in text.splitlines() if not ln.startswith(phases.MARKER_PREFIX)]
     return "\n".join(lines[-n:])
 
 
-def run_child(
-    spec: dict[str, Any],
+def run_spawned(
+    child: Spawned,
     timeout_s: float,
     *,
-    argv: list[str] | None = None,
-    sample_gpu: bool = True,
-    watcher: Watcher | None = None,
-    pool: WarmPool | None = None,
+    sample_gpu: bool,
+    watcher: Watcher | None,
+    wait_for: WarmPool | None,  # measure only once this pool's spare is ready (None: at once)
 ) -> ChildResult:
-    """Run one trial child to completion, timeout or crash; never raises for child failures.
-
-    With `pool` (and no `argv`), the child comes pre-warmed from the pool; when its threads
-    would share cores with the pool's next spare, it measures only once that spare is ready
-    (objectives.launch). KeyboardInterrupt ends the child's whole
-    tree before it propagates.
-    """
-    if pool is not None and argv is None:
-        child = pool.take()
-        child.give_spec(spec)
-    else:
-        child = start(argv or CHILD_ARGV, spec)
+    """Watch a started child to completion, timeout or crash, then release its folder; never
+    raises for child failures. KeyboardInterrupt ends the child's whole tree before it
+    propagates."""
     try:
-        return _watch_child(
-            child, timeout_s, sample_gpu, watcher, pool if _shares_cores(spec) else None
-        )
+        return _watch_child(child, timeout_s, sample_gpu, watcher, wait_for)
     finally:
         child.close()
-
-
-def _shares_cores(spec: dict[str, Any]) -> bool:
-    """Would a spare starting up now take CPU time from this trial's threads?
-
-    With two logical cores left over (one for the spare, one for this process and the OS) the
-    trial's measurement doesn't wait for the spare to be ready."""
-    params = spec.get("params", {})
-    threads = max(int(params.get("n_threads") or 0), int(params.get("n_threads_batch") or 0))
-    cores = psutil.cpu_count(logical=True) or 1
-    return threads <= 0 or threads > cores - 2
 
 
 def _watch_child(
@@ -178,13 +144,17 @@ def _watch_child(
                     child.end()
                     break
                 text = child.stderr_text()
-                phase = _last_phase(text)
-                if gated and phase == "loaded" and (wait_for is None or wait_for.spare_settled()):
+                phase = phases.last_phase(text)
+                if (
+                    gated
+                    and phase == phases.LOADED
+                    and (wait_for is None or wait_for.spare_settled())
+                ):
                     child.send("go")
                     gated = False
                 if sampler is not None:
-                    sampler.mark_generation(bool(phase and phase.startswith("repeat")))
-                if watcher is not None and phase == "repeat 1":
+                    sampler.mark_generation(phases.is_measuring(phase))
+                if watcher is not None and phase == phases.repeat(1):
                     now = time.perf_counter()
                     started = started or now
                     vram = sampler.peak_mb() if sampler is not None else None
@@ -212,7 +182,7 @@ def _watch_child(
             "pruned",
             pruned,
             returncode=rc,
-            phase=_last_phase(stderr),
+            phase=phases.last_phase(stderr),
             gpu=gpu,
             wall_s=wall,
             payload={"watch": asdict(_watch(stderr, t0 + wall - (started or t0), gpu.vram_mb))},
@@ -229,7 +199,7 @@ def _classify(
     gpu: GpuReading,
     wall: float,
 ) -> ChildResult:
-    phase, tail = _last_phase(stderr), _tail(stderr)
+    phase, tail = phases.last_phase(stderr), _tail(stderr)
     common: dict[str, Any] = {
         "returncode": rc,
         "phase": phase,

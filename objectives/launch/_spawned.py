@@ -26,10 +26,11 @@ from typing import IO, Any
 
 import psutil
 
+from objectives import phases
 from objectives.lifeline import bind_to_this_process, child_env
 
 WAIT_FLAG = "--wait"
-READY = "dm-tune-phase: ready"
+READY = phases.marker(phases.READY)
 FOLDER_PREFIX = "dm-tune-trial-"
 OWNER_FILE = "owner.json"
 

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 import tuner.bench.anchors as anchors
+from objectives.launch import ChildResult, ColdLauncher, TrialSpec
 from objectives.workload import Workload
 from tuner.bench.make_gguf import write_llama_gguf
 from tuner.errors import UserError
@@ -240,33 +241,32 @@ def test_measure_two_settings_interleaved(
     assert res["summary"]["b"]["gen_tok_s"]["median"] is None
     # a deadline already past: nothing more starts, what was there is kept
     cut = anchors.measure(plan, demo_model, res["workload"], tmp_path / "cut.json", runs=2,
-                          deadline_s=0.0, echo=lambda *_: None)  # fmt: skip
+                          launcher=ColdLauncher(), deadline_s=0.0,
+                          echo=lambda *_: None)  # fmt: skip
     assert cut["runs"] == [] and "deadline" in cut["stopped"]
     assert json.loads((tmp_path / "cut.json").read_text())["stopped"] == cut["stopped"]
 
 
-def test_passes_are_shuffled_with_a_fixed_seed(
-    tmp_path: Path, demo_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The order logic alone: run_child replaced by a stand-in that records the order."""
-    import objectives.launch
-
+def test_passes_are_shuffled_with_a_fixed_seed(tmp_path: Path, demo_model: Path) -> None:
+    """The order logic alone: a launcher that records the order and starts nothing."""
     order: list[str] = []
 
-    def fake(spec: dict[str, Any], timeout_s: float) -> Any:
-        order.append(spec["params"]["name"])
-        return objectives.launch.ChildResult("oom", "out of memory: CUDA")
+    class Recorder:
+        def run(self, spec: TrialSpec, timeout_s: float, **_: Any) -> ChildResult:
+            order.append(spec.params["name"])
+            return ChildResult("oom", "out of memory: CUDA")
 
-    monkeypatch.setattr(objectives.launch, "run_child", fake)
     names = [f"s{i}" for i in range(6)]
     plan = {"settings": [{"name": n, "llama": {"name": n}} for n in names]}
-    res = anchors.measure(plan, demo_model, {}, tmp_path / "r.json", runs=3, echo=lambda *_: None)
+    res = anchors.measure(plan, demo_model, {}, tmp_path / "r.json", runs=3, launcher=Recorder(),
+                          echo=lambda *_: None)  # fmt: skip
     passes = [order[i * 6 : (i + 1) * 6] for i in range(3)]
     assert all(sorted(p) == names for p in passes)  # every setting once per pass
     assert len({tuple(p) for p in passes}) > 1  # shuffled per pass
     again: list[str] = []
     order, keep = again, order
-    anchors.measure(plan, demo_model, {}, tmp_path / "r2.json", runs=3, echo=lambda *_: None)
+    anchors.measure(plan, demo_model, {}, tmp_path / "r2.json", runs=3, launcher=Recorder(),
+                    echo=lambda *_: None)  # fmt: skip
     assert again == keep  # the same seed, the same order
     assert res["summary"]["s0"]["statuses"] == {"oom": 3}  # an OOM is a result
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from objectives.launch import run_child
+from objectives.launch import ColdLauncher, TrialSpec
 from objectives.measure import MIN_REPEATS, MIN_TOKENS, more_repeats
 
 
@@ -37,12 +37,8 @@ def test_a_capped_trial_measures_fewer_tokens_and_answers(demo_model: Path) -> N
         "max_answer_s": 1e-4,  # every answer is "slow": stops at MIN_TOKENS
         "max_measure_s": 1e-4,  # and so is the trial: MIN_REPEATS answers
     }
-    spec = {
-        "model_path": str(demo_model),
-        "params": {"n_threads": 2, "n_ctx": 256, "n_gpu_layers": 0},
-        "workload": workload,
-    }
-    res = run_child(spec, 120)
+    spec = TrialSpec.of(demo_model, {"n_threads": 2, "n_ctx": 256, "n_gpu_layers": 0}, workload)
+    res = ColdLauncher().run(spec, 120)
     assert res.status == "ok", res.reason + res.stderr_tail
     m = res.metrics
     assert m is not None

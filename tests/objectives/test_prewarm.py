@@ -9,7 +9,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from objectives.launch import CHILD_ARGV, Spawned, WarmPool, run_child, start_waiting
+from objectives import phases
+from objectives.launch import (
+    CHILD_ARGV,
+    PoolLauncher,
+    Spawned,
+    TrialSpec,
+    WarmPool,
+    start_waiting,
+)
 
 WORKLOAD = {
     "prompt": "<|user|>\nBonjour</|user|>\n<|assistant|>\n",
@@ -46,15 +54,12 @@ def _wait_ready(child: Spawned | None, timeout_s: float = 60) -> None:
 
 @pytest.mark.slow
 def test_pooled_trials_measure_with_startup_off_the_critical_path(demo_model: Path) -> None:
-    spec = {
-        "model_path": str(demo_model),
-        "params": {"n_threads": 2, "n_ctx": 256, "n_gpu_layers": 0},
-        "workload": WORKLOAD,
-    }
+    spec = TrialSpec.of(demo_model, {"n_threads": 2, "n_ctx": 256, "n_gpu_layers": 0}, WORKLOAD)
     with WarmPool(CHILD_ARGV) as pool:
-        first = run_child(spec, 120, pool=pool)
+        launcher = PoolLauncher(pool)
+        first = launcher.run(spec, 120)
         _wait_ready(pool._spare)  # as after a real trial's measurement
-        second = run_child(spec, 120, pool=pool)
+        second = launcher.run(spec, 120)
     for res in (first, second):
         assert res.status == "ok", res.reason + res.stderr_tail
         assert res.metrics is not None and res.metrics.n_generated == 8
@@ -79,7 +84,7 @@ def test_a_spare_that_died_at_start_up_is_that_trials_failure(tmp_path: Path) ->
     script = tmp_path / "broken_child.py"
     script.write_text("raise ImportError('libggml-cuda.so: cannot open shared object file')\n")
     with WarmPool([sys.executable, str(script)]) as pool:
-        res = run_child({"model_path": "x", "params": {}, "workload": {}}, 30, pool=pool)
+        res = PoolLauncher(pool).run(TrialSpec("x", {}, {}), 30)
     assert res.status == "failed"
     assert "cannot open shared object file" in res.reason
 
@@ -88,12 +93,12 @@ def test_a_waiting_child_that_hangs_is_timed_out(tmp_path: Path) -> None:
     script = tmp_path / "slow_child.py"
     script.write_text(
         "import sys, time\n"
-        "print('dm-tune-phase: ready', file=sys.stderr, flush=True)\n"
+        f"print({phases.marker(phases.READY)!r}, file=sys.stderr, flush=True)\n"
         "sys.stdin.readline()\n"
         "time.sleep(600)\n"
     )
     with WarmPool([sys.executable, str(script)]) as pool:
         t0 = time.perf_counter()
-        res = run_child({"model_path": "x", "params": {}, "workload": {}}, 2, pool=pool)
+        res = PoolLauncher(pool).run(TrialSpec("x", {}, {}), 2)
     assert res.status == "timeout"
     assert time.perf_counter() - t0 < 20

@@ -8,14 +8,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from objectives.launch import describe_exit, run_child
+from objectives import phases
+from objectives.launch import ColdLauncher, TrialSpec, describe_exit
 from tests.conftest import stand_in
 
-SPEC = {"model_path": "unused", "params": {"n_threads": 2}, "workload": {}}
+SPEC = TrialSpec("unused", {"n_threads": 2}, {})
 
 
 def test_canned_result_is_read_back() -> None:
-    res = run_child(SPEC, 60, argv=list(stand_in("canned")))
+    res = ColdLauncher(stand_in("canned")).run(SPEC, 60)
     assert res.status == "ok", res.reason
     assert res.metrics is not None
     assert res.metrics.gen_tok_s == 52.0
@@ -23,17 +24,17 @@ def test_canned_result_is_read_back() -> None:
 
 
 def test_crash_is_recorded_with_signal_and_phase() -> None:
-    res = run_child(SPEC, 60, argv=list(stand_in("crash_always")))
+    res = ColdLauncher(stand_in("crash_always")).run(SPEC, 60)
     assert res.status == "crashed"
     assert "SIGSEGV" in res.reason
-    assert res.phase == "smoke decode"
+    assert res.phase == phases.SMOKE_DECODE
     assert "SIGSEGV" in describe_exit(res.returncode or 0)
 
 
 def test_hang_times_out_and_the_whole_tree_is_ended(tmp_path: Path) -> None:
-    spec = {**SPEC, "params": {"n_threads": 1}}
+    spec = TrialSpec("unused", {"n_threads": 1}, {})
     t0 = time.perf_counter()
-    res = run_child(spec, 3, argv=list(stand_in("hang")))
+    res = ColdLauncher(stand_in("hang")).run(spec, 3)
     assert res.status == "timeout"
     assert "timed out after 3 s" in res.reason
     assert time.perf_counter() - t0 < 20
@@ -44,7 +45,7 @@ def test_hang_times_out_and_the_whole_tree_is_ended(tmp_path: Path) -> None:
 
 
 def test_out_of_memory_text_is_classified() -> None:
-    res = run_child(SPEC, 60, argv=list(stand_in("oom")))
+    res = ColdLauncher(stand_in("oom")).run(SPEC, 60)
     assert res.status == "oom"
     assert res.reason.startswith("out of memory")
 
@@ -52,17 +53,17 @@ def test_out_of_memory_text_is_classified() -> None:
 def test_python_error_in_child_is_a_failure_with_its_message(tmp_path: Path) -> None:
     script = tmp_path / "boom.py"
     script.write_text("raise RuntimeError('model exploded')\n")
-    res = run_child(SPEC, 60, argv=["python", str(script)])
+    res = ColdLauncher(["python", str(script)]).run(SPEC, 60)
     assert res.status == "failed"
     assert "model exploded" in res.reason
 
 
 @pytest.mark.slow
 def test_real_child_measures_the_demo_model(demo_model: Path) -> None:
-    spec = {
-        "model_path": str(demo_model),
-        "params": {"n_threads": 2, "n_batch": 64, "n_ctx": 256, "n_gpu_layers": 0},
-        "workload": {
+    spec = TrialSpec.of(
+        demo_model,
+        {"n_threads": 2, "n_batch": 64, "n_ctx": 256, "n_gpu_layers": 0},
+        {
             "prompt": "<|user|>\nBonjour</|user|>\n<|assistant|>\n",
             "next_prompt": "<|user|>\nBonjour</|user|>\n<|assistant|>\nSalut</|assistant|>\n",
             "max_tokens": 16,
@@ -72,8 +73,8 @@ def test_real_child_measures_the_demo_model(demo_model: Path) -> None:
             "warmup": True,
             "repeats": 2,
         },
-    }
-    res = run_child(spec, 120)
+    )
+    res = ColdLauncher().run(spec, 120)
     assert res.status == "ok", res.reason + res.stderr_tail
     m = res.metrics
     assert m is not None
@@ -86,10 +87,10 @@ def test_real_child_measures_the_demo_model(demo_model: Path) -> None:
 @pytest.mark.slow
 def test_eos_does_not_cut_the_count_short(demo_model: Path) -> None:
     """Greedy decoding right after an answer's end still yields exactly max_tokens tokens."""
-    spec = {
-        "model_path": str(demo_model),
-        "params": {"n_threads": 2, "n_ctx": 512, "n_gpu_layers": 0},
-        "workload": {
+    spec = TrialSpec.of(
+        demo_model,
+        {"n_threads": 2, "n_ctx": 512, "n_gpu_layers": 0},
+        {
             "prompt": "<|im_start|>user\nSay only OK.<|im_end|>\n<|im_start|>assistant\nOK",
             "next_prompt": None,
             "max_tokens": 64,
@@ -99,7 +100,7 @@ def test_eos_does_not_cut_the_count_short(demo_model: Path) -> None:
             "warmup": False,
             "repeats": 1,
         },
-    }
-    res = run_child(spec, 120)
+    )
+    res = ColdLauncher().run(spec, 120)
     assert res.status == "ok", res.reason
     assert res.metrics is not None and res.metrics.n_generated == 64

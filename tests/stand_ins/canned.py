@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+from objectives import phases
+
 spec = json.load(open(sys.argv[1], encoding="utf-8"))
 if spec.get("probe"):  # the real child answers the probe (tokenizer, build abilities)
     from objectives.child import main
@@ -25,7 +27,7 @@ metrics = {
     "vram_source": None,
     "extra": {},
 }
-print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
+phases.phase(phases.repeat(1))
 result = {"ok": True, "metrics": metrics}
 log = os.environ.get("DM_TUNE_STAND_IN_LLAMA_LOG")  # a recorded llama.cpp log, as the child's
 if log:

@@ -1,7 +1,8 @@
 """Stand-in: crashes with SIGSEGV at its first decode, the probe included (a broken build)."""
 
 import faulthandler
-import sys
 
-print("dm-tune-phase: smoke decode", file=sys.stderr, flush=True)
+from objectives import phases
+
+phases.phase(phases.SMOKE_DECODE)
 faulthandler._sigsegv()

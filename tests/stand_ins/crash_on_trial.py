@@ -4,11 +4,13 @@ import faulthandler
 import json
 import sys
 
+from objectives import phases
+
 spec = json.load(open(sys.argv[1], encoding="utf-8"))
 if spec.get("probe"):
     from objectives.child import main
 
     sys.exit(main(sys.argv[1:]))
-print("dm-tune-phase: load", file=sys.stderr, flush=True)
-print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
+phases.phase(phases.LOAD)
+phases.phase(phases.repeat(1))
 faulthandler._sigsegv()  # a real segmentation fault, as from a bad llama.cpp build

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import time
 
+from objectives import phases
+
 spec = json.load(open(sys.argv[1], encoding="utf-8"))
 if spec.get("probe"):
     from objectives.child import main
@@ -12,5 +14,5 @@ if spec.get("probe"):
     sys.exit(main(sys.argv[1:]))
 grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 open(sys.argv[2] + ".grandchild", "w").write(str(grandchild.pid))
-print("dm-tune-phase: repeat 1", file=sys.stderr, flush=True)
+phases.phase(phases.repeat(1))
 time.sleep(600)

@@ -12,6 +12,7 @@ import pytest
 from demo_profile import write_demo_profile
 from typer.testing import CliRunner
 
+from objectives.launch import ColdLauncher
 from tuner.cli import app
 from tuner.profile import load_profile
 from tuner.profile.build import write_profile
@@ -219,6 +220,8 @@ def test_soak_and_verify_warn_about_keys_beyond_the_apps_five(
     )
     lines: list[str] = []
     # the canned stand-in child answers at once: only verify's own output is under test
-    report = verify_profile(profile, workload=workload, runs=1, argv=CANNED, echo=lines.append)
+    report = verify_profile(
+        profile, workload=workload, runs=1, launcher=ColdLauncher(CANNED), echo=lines.append
+    )
     assert f"warning: {warning}" in lines and warning in report.warnings
     assert f"warning: {warning.replace('cpu_fallback', 'performance')}" in lines

@@ -8,7 +8,7 @@ import pytest
 from demo_profile import CPU_SETTINGS, UNREACHABLE_MB, write_demo_profile
 from typer.testing import CliRunner
 
-from objectives.launch import run_child
+from objectives.launch import ColdLauncher, TrialSpec
 from objectives.workload import Workload
 from tuner.cli import app
 from tuner.profile.verify import judge
@@ -23,12 +23,8 @@ def measured_tok_s(demo_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     d = tmp_path_factory.mktemp("measure")
     w = d / "workload.yaml"
     w.write_text(QUICK_WORKLOAD, encoding="utf-8")
-    spec = {
-        "model_path": str(demo_model),
-        "params": CPU_SETTINGS,
-        "workload": load_model(w, Workload).spec(repeats=2),
-    }
-    res = run_child(spec, 300)
+    spec = TrialSpec.of(demo_model, CPU_SETTINGS, load_model(w, Workload).spec(repeats=2))
+    res = ColdLauncher().run(spec, 300)
     assert res.status == "ok" and res.metrics is not None, res.reason
     return res.metrics.gen_tok_s
 

@@ -19,6 +19,7 @@ import pytest
 from profile_data import MODEL, PROVENANCE
 
 import objectives.nvml
+from objectives.launch import ColdLauncher
 from objectives.llama_buffers import parse_buffers
 from tests.conftest import stand_in
 from tuner.profile import load_profile
@@ -181,7 +182,9 @@ def _run(
         max_same_failures=3,
         echo=lines.append,
     )
-    objective = make_objective(cast(Any, _context(tmp_path, offload)), study)
+    objective = make_objective(
+        cast(Any, _context(tmp_path, offload)), study, ColdLauncher(stand_in("canned"))
+    )
     for threads, log in runs:
         if log is None:
             monkeypatch.delenv("DM_TUNE_STAND_IN_LLAMA_LOG", raising=False)

@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from profile_data import MODEL
 
 import objectives.nvml
+from objectives.launch import ColdLauncher
 from tests.conftest import stand_in
 from tuner.profile import load_profile
 from tuner.profile.export import export_profile
@@ -324,7 +325,9 @@ def test_simulated_spill_is_marked_when_its_trial_completes(
         max_same_failures=3,
         echo=lines.append,
     )
-    objective = make_objective(cast(Any, _context(tmp_path)), study)
+    objective = make_objective(
+        cast(Any, _context(tmp_path)), study, ColdLauncher(stand_in("canned"))
+    )
     # 110 tok/s at 10 layers with room left; 51 tok/s at 20 layers on a full card; then 52
     # tok/s at 25 layers with room left (a trial that did not spill is not marked).
     runs = [(10, 60, 3000.0), (20, 1, CARD_MB * 0.98), (25, 2, 4000.0)]

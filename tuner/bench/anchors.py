@@ -32,7 +32,7 @@ The settings a plan holds (group in brackets):
   choice +-2, +-4 (clipped to 0..layers, de-duplicated) x 3 thread counts, flash attention on, at
   the floor, other knobs from the dm-tune tier.
 
-`measure` runs every setting in fresh processes (objectives.launch.run_child), interleaved: pass
+`measure` runs every setting in fresh processes (objectives.launch.ColdLauncher), interleaved: pass
 1 runs each setting once in an order shuffled with a fixed seed, then pass 2, ...; results.json
 is rewritten (atomically) after every run, so a cut run keeps what it measured. `table` computes
 rows and the issue's targets (`table_rows`, `targets`) apart from the markdown (`render`).
@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psutil
 
@@ -66,6 +66,9 @@ from tuner.space import (
 )
 from tuner.vram import GGUFInfo, read_gguf
 from tuner.yaml_io import write_atomic
+
+if TYPE_CHECKING:
+    from objectives.launch import Launcher
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -539,13 +542,15 @@ def measure(
     out: Path,
     *,
     runs: int,
+    launcher: Launcher,
     deadline_s: float | None = None,
     timeout_s: float = 600.0,
     seed: int = SEED,
     echo: Any = print,
 ) -> dict[str, Any]:
-    """Interleaved passes over the plan's settings; results written after every run."""
-    from objectives.launch import run_child
+    """Interleaved passes over the plan's settings, each run a child from `launcher`; results
+    written after every run."""
+    from objectives.launch import TrialSpec
 
     if runs < 1:
         raise UserError("--runs must be at least 1")
@@ -582,8 +587,7 @@ def measure(
                 save()
                 echo(result["stopped"])
                 return result
-            spec = {"model_path": str(model), "params": s["llama"], "workload": workload}
-            res = run_child(spec, timeout_s)
+            res = launcher.run(TrialSpec.of(model, s["llama"], workload), timeout_s)
             rec = _record(s["name"], n, res)
             result["runs"].append(rec)
             save()
@@ -777,12 +781,15 @@ def main(argv: list[str] | None = None) -> int:
         elif a.cmd == "measure":
             plan = load_plan(a.plan)
             workload = study_workload(a.storage, a.study, a.spec_attr)
+            from objectives.launch import ColdLauncher
+
             measure(
                 plan,
                 a.model,
                 workload,
                 a.out,
                 runs=a.runs,
+                launcher=ColdLauncher(),  # each run a fresh trial child
                 deadline_s=a.deadline_s,
                 timeout_s=a.timeout_s,
                 seed=a.seed,

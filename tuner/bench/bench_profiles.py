@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from objectives.launch import run_child
+from objectives.launch import ColdLauncher, Launcher, TrialSpec
 from tuner.profile import load_profile
 from tuner.study import load_existing_study
 
@@ -36,11 +36,12 @@ def _stats(xs: list[float]) -> dict[str, float | None]:
 
 
 def measure(
-    model: str, params: dict[str, Any], workload: dict[str, Any], runs: int
+    model: str, params: dict[str, Any], workload: dict[str, Any], runs: int, launcher: Launcher
 ) -> dict[str, Any]:
     tok, ttft, warm, vram, errors = [], [], [], [], []
+    spec = TrialSpec.of(model, params, workload)
     for _ in range(runs):
-        res = run_child({"model_path": model, "params": params, "workload": workload}, 600)
+        res = launcher.run(spec, 600)
         if res.status != "ok" or res.metrics is None:
             errors.append(f"{res.status}: {res.reason}")
             continue
@@ -106,11 +107,12 @@ def main() -> int:
     study = load_existing_study(a.storage, a.study)
     model = study.user_attrs["model"]["path"]
     workload = study.user_attrs["workload_spec"]
+    launcher = ColdLauncher()  # each run a fresh trial child
     rows: dict[str, Any] = {}
     for t in study.get_trials(deepcopy=False):
         name = t.user_attrs.get("baseline")
         if name and name not in rows:
-            rows[name] = measure(model, t.user_attrs["llama_kwargs"], workload, a.runs)
+            rows[name] = measure(model, t.user_attrs["llama_kwargs"], workload, a.runs, launcher)
             print(name, json.dumps(rows[name]["gen_tok_s"]), flush=True)
     if a.profile:
         prof = load_profile(a.profile)
@@ -120,7 +122,7 @@ def main() -> int:
                 continue
             trial = study.trials[tier.measured.trial]
             params = trial.user_attrs["llama_kwargs"]
-            rows[f"tuned:{tier.name}"] = measure(model, params, workload, a.runs)
+            rows[f"tuned:{tier.name}"] = measure(model, params, workload, a.runs, launcher)
             print(tier.name, json.dumps(rows[f"tuned:{tier.name}"]["gen_tok_s"]), flush=True)
     out = {"rows": rows, "study": study_summary(study), "runs": a.runs}
     a.out.write_text(json.dumps(out, indent=1, default=str))

@@ -2,7 +2,7 @@
 
 Each cell of the grid (every normalized setting SearchSpace.suggest can return on this machine:
 by default the CPU space, n_threads x n_batch x usable n_ctx x use_mlock, n_gpu_layers 0) runs
-in a fresh trial child through objectives.launch.run_child, exactly as a study trial does, with
+in a fresh trial child through objectives.launch.ColdLauncher, exactly as a study trial does, with
 the default workload but repeats=1 (one measured answer per run, to keep the whole grid
 affordable). Each pass measures the grid in its own shuffled order, so slow spells from other
 load on the machine do not line up with one setting.
@@ -17,7 +17,7 @@ re-measuring stops after 15 minutes; with it, no run starts after that long (pas
 
 GPU grid (--gpu): the space comes from --space (docs/benchmarks/data/gpu_grid_space.yaml), the
 machine offloads (Machine.gpu_offload) and each run samples the child's VRAM through NVML
-(run_child(sample_gpu=True)) into `vram_mb`; no waiting for quiet cores and no re-measuring
+(ColdLauncher(sample_gpu=True)) into `vram_mb`; no waiting for quiet cores and no re-measuring
 unless asked for. Knobs a search-space YAML cannot fix (use_mlock
 true: "enabled: false" means "not passed") are added to every cell with --fixed NAME=VALUE and
 kept in the metadata, where replay_search.py reads them.
@@ -59,7 +59,7 @@ from typing import Any
 import optuna
 import psutil
 
-from objectives.launch import ChildResult, run_child
+from objectives.launch import ChildResult, ColdLauncher, Launcher, TrialSpec
 from objectives.workload import Workload
 from tuner.bench.replay_search import axes, grid, params_of_row, parse_fixed
 from tuner.errors import UserError
@@ -176,10 +176,10 @@ def wait_quiet(threshold: float, max_wait: float) -> float:
             return time.perf_counter() - t0
 
 
-def measure(spec: dict[str, Any], timeout: float, gpu: bool) -> tuple[ChildResult, float]:
+def measure(spec: TrialSpec, timeout: float, launcher: Launcher) -> tuple[ChildResult, float]:
     """One trial child, and the cores other processes used on average meanwhile."""
     b0, o0 = _busy_s(), _own_s()
-    res = run_child(spec, timeout, sample_gpu=gpu)
+    res = launcher.run(spec, timeout)
     others = ((_busy_s() - b0) - (_own_s() - o0)) / max(res.wall_s, 1e-3)
     return res, max(0.0, others)
 
@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     spec_w["max_tokens"] = max_tokens
     texts = [workload.prompt()] + ([workload.next_prompt() or ""] if workload.next_turn else [])
     probe = run_probe(info.path, texts, smoke=False)
+    launcher = ColdLauncher(sample_gpu=a.gpu)  # each run a fresh trial child
     hw = detect()
     if a.gpu and not probe.gpu_offload:
         raise SystemExit("--gpu: this llama-cpp-python cannot offload to a GPU (dm-tune doctor)")
@@ -467,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         def run_cell(params: dict[str, Any], label: str, order: int) -> None:
             nonlocal n
             waited = wait_quiet(a.quiet, a.max_wait)
-            spec = {"model_path": str(info.path), "params": params, "workload": spec_w}
-            res, others = measure(spec, a.timeout, a.gpu)
+            spec = TrialSpec.of(info.path, params, spec_w)
+            res, others = measure(spec, a.timeout, launcher)
             row = row_of(params, res, settings)
             row["others_cores"] = round(others, 2)
             by_cell[key_of(params)].append(row)

@@ -29,7 +29,7 @@ def export(
     """Export the best feasible trial (and lower-VRAM tiers) to configs/profiles/<study>.yaml.
     With --confirm it measures, so it holds the machine's measurement lock; without, it only
     reads and runs next to anything."""
-    from contextlib import nullcontext
+    from contextlib import ExitStack, nullcontext
 
     from tuner.errors import UserError
     from tuner.machine import measurement_lock
@@ -54,11 +54,12 @@ def export(
         if confirm_k
         else nullcontext()
     )
-    with lock:
+    with lock, ExitStack() as stack:
         how = None
         if confirm_k:
             from optuna.exceptions import StorageInternalError
 
+            from objectives.launch import trial_launcher
             from tuner.study import Remeasure, confirm, storage_failure
 
             model = Path(s.user_attrs.get("model", {}).get("path", ""))
@@ -69,7 +70,11 @@ def export(
                     "workload; export without --confirm"
                 )
             how = Remeasure(
-                runs=confirm_runs, timeout_s=timeout, model_path=model, workload=workload
+                runs=confirm_runs,
+                timeout_s=timeout,
+                model_path=model,
+                workload=workload,
+                launcher=stack.enter_context(trial_launcher()),  # pre-warmed trial children
             )
             try:
                 confirm(s, prefer=prefer, k=confirm_k, how=how, echo=lambda line: typer.echo(line))

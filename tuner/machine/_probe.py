@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from objectives.launch import ChildResult, is_crash, run_child
+from objectives.launch import ChildResult, ColdLauncher, Launcher, is_crash
+from objectives.probe import ProbeSpec
 from tuner.errors import UserError
 
 SMOKE_PARAMS = {"n_gpu_layers": 0, "n_ctx": 256, "n_batch": 32}
@@ -47,16 +48,11 @@ def run_probe(
     texts: list[str],
     timeout_s: float = 300,
     smoke: bool = True,
-    argv: list[str] | None = None,
+    launcher: Launcher | None = None,
 ) -> Probe:
-    spec = {
-        "probe": True,
-        "model_path": str(model),
-        "texts": texts,
-        "smoke": smoke,
-        "smoke_params": SMOKE_PARAMS,
-    }
-    res = run_child(spec, timeout_s, argv=argv, sample_gpu=True)
+    """Probe in a fresh trial child (`launcher`: a cold one of the real child unless given)."""
+    spec = ProbeSpec(str(model), tuple(texts), smoke, SMOKE_PARAMS)
+    res = (launcher or ColdLauncher()).run(spec, timeout_s)
     version = res.payload.get("llama_cpp_version")
     if res.status == "crashed" or (res.returncode is not None and is_crash(res.returncode)):
         raise UserError(crash_diagnosis(res, version))

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from objectives.launch import run_child
+from objectives.launch import ColdLauncher, Launcher
+from objectives.soak_child import SoakSpec
 from objectives.workload import Workload
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
@@ -271,11 +272,11 @@ def _spec(
     history_turns: int,
     long_replies: bool,
     fit: dict[str, int] | None,
-) -> dict[str, Any]:
-    return {
-        "model_path": str(model),
-        "params": params,
-        "chat": {
+) -> SoakSpec:
+    return SoakSpec(
+        model_path=str(model),
+        params=params,
+        chat={
             "template": w.template.model_dump(),
             "system_prompt": w.system_prompt,
             "history": [[t.user, t.assistant] for t in w.history],
@@ -284,27 +285,27 @@ def _spec(
             "stop": list(APP_STOP),
             "seed": w.seed,
         },
-        "messages": messages,
-        "reply_tokens": reply_tokens,
-        "long_replies": long_replies,
-        "history_turns": history_turns,
-        "fit": fit,
-        "checkpoints": checkpoints_for(messages),
-    }
+        messages=messages,
+        reply_tokens=reply_tokens,
+        long_replies=long_replies,
+        history_turns=history_turns,
+        fit=fit,
+        checkpoints=tuple(checkpoints_for(messages)),
+    )
 
 
 def _chat(
-    label: str, spec: dict[str, Any], tier: str, timeout_s: float
+    label: str, spec: SoakSpec, tier: str, timeout_s: float, launcher: Launcher
 ) -> tuple[Chat, dict[str, Any]]:
     """Run one conversation's child; its Chat and the raw payload (token counts)."""
-    res = run_child(spec, timeout_s, argv=SOAK_ARGV)
+    res = launcher.run(spec, timeout_s)
     if res.status != "ok":
         raise UserError(f"the soak of tier {tier} ({label}) did not finish: {res.reason}")
     p = res.payload
     over = p["overflow"]
     chat = Chat(
         label=label,
-        keys=tuple(spec["params"]),
+        keys=tuple(spec.params),
         messages_done=int(p["messages_done"]),
         turns=tuple(TurnRecord(**t) for t in p["turns"]),
         checkpoints=tuple(Checkpoint(**c) for c in p["checkpoints"]),
@@ -379,16 +380,19 @@ def soak_profile(
         )
         block = helper_block(history_turns)
 
-        def spec(params: dict[str, Any], fit: dict[str, int] | None) -> dict[str, Any]:
+        def spec(params: dict[str, Any], fit: dict[str, int] | None) -> SoakSpec:
             return _spec(
                 model_path, params, w, messages, reply_tokens, history_turns, long_replies, fit
             )
 
         echo("  1/2 app as is: its five Llama(...) keys, the last interactions")
-        app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s)
+        launcher = ColdLauncher(SOAK_ARGV)  # each conversation in a fresh soak child
+        app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s, launcher)
         echo("  2/2 app + helper: the whole tier, fit_history")
         fit = {"max_tokens": max_tokens, "block": block}
-        helper, p = _chat("app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s)
+        helper, p = _chat(
+            "app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s, launcher
+        )
         context = ContextBudget(
             n_ctx=int(p["n_ctx"]),
             max_tokens=max_tokens,

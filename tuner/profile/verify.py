@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from objectives.launch import run_child
+from objectives.launch import ColdLauncher, Launcher, TrialSpec
 from objectives.workload import Workload
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
@@ -132,22 +132,20 @@ def _check_options(runs: int, tolerance: float, repeats: int | None, timeout_s: 
 
 def _verify_tier(
     tier: Tier,
-    spec_base: dict[str, object],
+    spec: TrialSpec,
     *,
     runs: int,
     tolerance: float,
     timeout_s: float,
-    argv: list[str] | None,
+    launcher: Launcher,
     echo: Echo,
 ) -> TierCheck:
     recorded = tier.measured.gen_tok_s.median if tier.measured is not None else None
     bound = tier.min_vram_free_mb
-    # type_k/type_v are already ggml ints here; to_llama_kwargs in the child leaves ints alone.
-    spec = {**spec_base, "params": tier.llama.kwargs()}
     tok_s: list[float] = []
     vram: list[float | None] = []
     for i in range(runs):
-        res = run_child(spec, timeout_s, argv=argv)
+        res = launcher.run(spec, timeout_s)
         if res.status != "ok" or res.metrics is None:
             reason = f"run {i + 1}/{runs}: {res.reason or res.status}"
             echo(f"  {tier.name}: {reason}")
@@ -168,7 +166,7 @@ def verify_profile(
     repeats: int | None = None,
     workload: Path | None = None,
     timeout_s: float = 600.0,
-    argv: list[str] | None = None,
+    launcher: Launcher | None = None,
     wait: bool = True,
     echo: Echo = print,
     tiers: tuple[str, ...] = (),
@@ -177,7 +175,8 @@ def verify_profile(
     (only the `tiers` named, when given; "default" names the profile's default tier).
 
     Each run is the study's own trial child with the study's spec shape, so the figures are
-    comparable with the recorded ones as long as `workload` is the one the study used.
+    comparable with the recorded ones as long as `workload` is the one the study used
+    (`launcher`: a cold one of the real trial child unless given; tests pass stand-ins).
     The machine's measurement lock is held from the free-VRAM reading on (`wait=False`: a
     UserError instead of waiting for another measurement, tuner/machine/_measure_lock.py).
     """
@@ -187,12 +186,10 @@ def verify_profile(
     chosen = _chosen_tiers(profile, tiers)
     model_path = resolve_model(profile, model)
     w = load_model(workload, Workload)
+    launcher = launcher or ColdLauncher()  # a fresh process per run
     with measurement_lock("dm-tune verify", f"profile {path.name}", wait=wait, echo=echo):
         free = free_vram()
-        spec_base: dict[str, object] = {
-            "model_path": str(model_path),
-            "workload": w.spec(repeats),
-        }
+        workload_spec = w.spec(repeats)
         echo(
             f"Verifying {len(chosen)} tier(s) of {path} on {model_path.name}: "
             f"{runs} run(s) each, {free.describe()}"
@@ -211,11 +208,13 @@ def verify_profile(
             checks.append(
                 _verify_tier(
                     tier,
-                    spec_base,
+                    # type_k/type_v are already ggml ints here; the child's to_llama_kwargs
+                    # leaves ints alone.
+                    TrialSpec.of(model_path, tier.llama.kwargs(), workload_spec),
                     runs=runs,
                     tolerance=tolerance,
                     timeout_s=timeout_s,
-                    argv=argv,
+                    launcher=launcher,
                     echo=echo,
                 )
             )

@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from objectives.launch import CHILD_ARGV, WarmPool, run_child
+from objectives.launch import Launcher, TrialSpec
 from objectives.metrics import NO_READING, Sample, TrialMetrics
 from tuner.study._selection import candidates, pareto_front, score
 from tuner.study._trial_record import objective_values, with_vram_constraint
@@ -58,6 +58,7 @@ class Remeasure:
     timeout_s: float
     model_path: Path
     workload: dict[str, Any]
+    launcher: Launcher  # fresh processes, pre-warmed (objectives.launch.trial_launcher)
 
 
 REFERENCE = "performance"  # the app's profile the exported tier is compared with
@@ -117,26 +118,21 @@ def confirm_trials(
     if ref is not None and all(t.number != ref.number for t in todo):
         arms.append(_Arm(ref))
     order: list[int] = []  # trial numbers in the order they were measured
-    with WarmPool(CHILD_ARGV) as pool:  # fresh processes, pre-warmed
-        for run in range(how.runs):
-            for arm in arms if run % 2 == 0 else arms[::-1]:  # alternate the order
-                order.append(arm.trial.number)
-                spec = {
-                    "model_path": str(how.model_path),
-                    "params": arm.trial.user_attrs["llama_kwargs"],
-                    "workload": how.workload,
-                }
-                res = run_child(spec, how.timeout_s, pool=pool)
-                ngl = int(spec["params"].get("n_gpu_layers", 0))
-                res = with_vram_reading(res, offload=offload, n_gpu_layers=ngl)
-                if res.status != "ok" or res.metrics is None:
-                    echo(f"  confirm #{arm.trial.number}: {res.status} ({res.reason})")
-                    continue
-                arm.last = res.metrics
-                arm.samples.extend(res.metrics.samples)
-                if res.metrics.vram_mb is not None:
-                    arm.vram.append(res.metrics.vram_mb)
-                arm.unmeasured |= res.metrics.vram_source == NO_READING
+    for run in range(how.runs):
+        for arm in arms if run % 2 == 0 else arms[::-1]:  # alternate the order
+            order.append(arm.trial.number)
+            spec = TrialSpec.of(how.model_path, arm.trial.user_attrs["llama_kwargs"], how.workload)
+            res = how.launcher.run(spec, how.timeout_s)
+            ngl = int(spec.params.get("n_gpu_layers", 0))
+            res = with_vram_reading(res, offload=offload, n_gpu_layers=ngl)
+            if res.status != "ok" or res.metrics is None:
+                echo(f"  confirm #{arm.trial.number}: {res.status} ({res.reason})")
+                continue
+            arm.last = res.metrics
+            arm.samples.extend(res.metrics.samples)
+            if res.metrics.vram_mb is not None:
+                arm.vram.append(res.metrics.vram_mb)
+            arm.unmeasured |= res.metrics.vram_source == NO_READING
     for arm in arms:
         entry = _entry(arm, how.runs, budget, latency, session)
         t = arm.trial

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from objectives.launch import CHILD_ARGV, ColdLauncher
 from objectives.nvml import list_gpus
 from objectives.workload import Workload
 from tuner.errors import UserError
@@ -148,7 +149,7 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
     info = read_gguf(model_path)
     texts = _probe_texts(workload)
     echo(f"Checking llama-cpp-python on {info.path.name} ...")
-    probe = run_probe(info.path, texts, argv=list(s.child_argv) if s.child_argv else None)
+    probe = run_probe(info.path, texts, launcher=ColdLauncher(s.child_argv or CHILD_ARGV))
     hardware = detect()
     floor = _floor(s, workload, probe, space_cfg.n_ctx.choices, info.context_length)
     machine = Machine(

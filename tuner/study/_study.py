@@ -12,11 +12,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.launch import (
-    CHILD_ARGV,
-    WarmPool,
+    Launcher,
+    TrialSpec,
     owner_alive,
     remove_orphan_folders,
-    run_child,
     this_process,
 )
 from objectives.llama_buffers import parse_buffers
@@ -244,7 +243,7 @@ def _previous(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
 
 
 def make_objective(
-    ctx: Context, study: optuna.Study, pool: WarmPool | None = None
+    ctx: Context, study: optuna.Study, launcher: Launcher
 ) -> Callable[[optuna.Trial], list[float]]:
     s = ctx.settings
     budget = s.vram_budget_mb
@@ -298,15 +297,13 @@ def make_objective(
                 f"with the last {workload['history_turns']} of {ctx.floor.turns_kept} "
                 "interactions; the app's steady-state turn would overflow it",
             )
-        spec = {"model_path": str(ctx.model.path), "params": params, "workload": workload}
+        spec = TrialSpec.of(ctx.model.path, params, workload)
         try:
-            res = run_child(
+            res = launcher.run(
                 spec,
                 s.trial_timeout_s,
-                argv=list(s.child_argv) if s.child_argv else None,
                 # the app's own profiles are measured whole: the before/after table needs them
                 watcher=make_watcher(study) if s.prune and not is_app else None,
-                pool=pool,
             )
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (tuner.study)
             trial.set_user_attr("status", "interrupted")
@@ -348,8 +345,9 @@ def make_objective(
     return objective
 
 
-def run_study(ctx: Context, echo: Echo = print) -> RunResult:
-    """Run trials until the study holds `settings.trials`; Ctrl-C stops cleanly."""
+def run_study(ctx: Context, launcher: Launcher, echo: Echo = print) -> RunResult:
+    """Run trials until the study holds `settings.trials`, each child from `launcher`;
+    Ctrl-C stops cleanly."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = open_study(ctx, echo)
     remove_orphan_folders()  # trial folders of killed runs on this machine
@@ -380,12 +378,10 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
         echo=echo,
     )
     t0 = time.perf_counter()
-    # The default child comes pre-warmed; a custom child command (tests) is started per trial.
-    pool = None if ctx.settings.child_argv else WarmPool(CHILD_ARGV)
     try:
         with termination_as_interrupt():
             study.optimize(
-                make_objective(ctx, study, pool),
+                make_objective(ctx, study, launcher),
                 n_trials=todo,
                 catch=(TrialFailed,),
                 callbacks=[progress],
@@ -394,9 +390,6 @@ def run_study(ctx: Context, echo: Echo = print) -> RunResult:
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP
         result.interrupted = True
         result.exit_code = exit_code(exc)
-    finally:
-        if pool is not None:
-            pool.close()
     result.ran = progress.ran
     result.aborted = progress.abort_reason
     echo(f"Ran {progress.ran} trial(s) in {time.perf_counter() - t0:.0f} s.")

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from objectives.launch import Launcher, trial_launcher
 from tuner.machine import measurement_lock, relabel
-from tuner.study._prepare import check_options, prepare
+from tuner.study._prepare import Context, check_options, prepare
 from tuner.study._settings import RunSettings
 from tuner.study._storage import display_url
 from tuner.study._study import counted_trials, run_study
@@ -46,9 +47,17 @@ def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
     relabel(f"study '{ctx.study_name}'")
     for notice in ctx.space.notices:
         echo(f"note: {notice}")
+    # The study's trials and the confirmation's re-measurements: pre-warmed children.
+    with trial_launcher(settings.child_argv) as launcher:
+        return _study_and_export(ctx, settings, launcher, echo)
+
+
+def _study_and_export(
+    ctx: Context, settings: RunSettings, launcher: Launcher, echo: Echo
+) -> TuneSummary:
     where = f"{display_url(settings.storage)} (study '{ctx.study_name}')"
     echo(f"Study: {where}")
-    result = run_study(ctx, echo)
+    result = run_study(ctx, launcher, echo)
     trials = result.study.get_trials(deepcopy=False)
     if result.interrupted:
         echo(
@@ -71,6 +80,7 @@ def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
                 timeout_s=settings.trial_timeout_s,
                 model_path=ctx.model.path,
                 workload=ctx.confirm_spec(),
+                launcher=launcher,
             )
             echo(
                 f"Confirming the top {settings.confirm_k} candidates "
