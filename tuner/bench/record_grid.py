@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import hashlib
 import io
 import json
 import math
@@ -67,6 +66,7 @@ from tuner.machine import detect, ensure_demo_model, run_probe
 from tuner.model_file import sha256_cached
 from tuner.paths import ROOT, default_config
 from tuner.space import Machine, SearchSpace, key_of, load_search_space_config, resolve
+from tuner.study import settings_digest
 from tuner.vram import read_gguf
 from tuner.yaml_io import load_model
 
@@ -90,11 +90,6 @@ RUN_TAIL = (
     "reason",
 )
 CPU_NOTE = "shared machine: other engineers ran tests at the same time"
-
-
-def digest(obj: Any) -> str:
-    """Same digest as tuner.study (a study's settings.workload_digest)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def setting_columns(cells: Sequence[dict[str, Any]]) -> list[str]:
@@ -419,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"file": info.path.name, "sha256": None},
         "workload": {
             "file": _rel(a.workload),
-            "digest": digest(spec_w),
-            "digest_default_repeats": digest(workload.spec()),
+            "digest": settings_digest(spec_w),
+            "digest_default_repeats": settings_digest(workload.spec()),
             "repeats": a.repeats,
             "prompt_tokens": max(probe.n_tokens),
             "max_tokens": max_tokens,

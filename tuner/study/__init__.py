@@ -12,6 +12,7 @@ from tuner.study._confirm import (
     top_candidates,
 )
 from tuner.study._interrupt import Terminated, exit_code, termination_as_interrupt
+from tuner.study._prepare import settings_digest
 from tuner.study._progress import Progress, describe_settings
 from tuner.study._pruning import Point, decide
 from tuner.study._selection import (
@@ -92,6 +93,7 @@ __all__ = [
     "render_summary",
     "role_of",
     "set_constraints",
+    "settings_digest",
     "settings_of",
     "spill_reason",
     "spilled_over_budget_mb",

@@ -102,15 +102,16 @@ class Context:
             "vram_budget_mb": self.settings.vram_budget_mb,
             "latency": self.settings.latency,
             "min_ctx": self.floor.min_ctx,
-            "workload_digest": _digest(self.workload_spec()),
-            "space_digest": _digest(space),
+            "workload_digest": settings_digest(self.workload_spec()),
+            "space_digest": settings_digest(space),
         }
 
 
 MAX_TRIALS = 100_000
 
 
-def _digest(obj: Any) -> str:
+def settings_digest(obj: Any) -> str:
+    """A short, stable digest of JSON-able settings (a study's workload and space digests)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
