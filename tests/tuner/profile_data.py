@@ -4,6 +4,7 @@ constraint and confirmations of constructed trials as the study would record the
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from optuna.trial import FrozenTrial
@@ -39,3 +40,27 @@ def confirmation(t: FrozenTrial, vram_runs: list[float]) -> dict[str, Any]:
         "metrics": {**t.user_attrs["metrics"], "vram_mb": peak, "vram_mb_runs": vram_runs},
         "over_budget_mb": over_budget_mb(peak, BUDGET_MB),
     }
+
+
+def write_cpu_profile(model: Path, make_trial: MakeTrial, path: Path) -> Path:
+    """A one-tier (CPU) profile for `model`, built and written as `dm-tune export` does."""
+    from tuner.model_file import sha256_file
+    from tuner.profile import quick_digest
+    from tuner.profile.build import build_profile, write_profile
+
+    ref = {
+        "file": model.name,
+        "size_bytes": model.stat().st_size,
+        "sha256": sha256_file(model),
+        "quick_digest": quick_digest(model),
+    }
+    profile = build_profile(
+        [make_trial(20, 900, None, 0, n_ctx=512)],
+        model=ref,
+        provenance={**PROVENANCE, "gpu": None},
+        budget_mb=6144,
+        prefer="balanced",
+        gpu_present=False,
+    )
+    write_profile(path, profile)
+    return path

@@ -10,11 +10,11 @@ from typing import Any, get_args
 
 import pytest
 import yaml
-from profile_data import PROVENANCE, MakeTrial
+from profile_data import MakeTrial, write_cpu_profile
 
 from objectives.metrics import VramSource
 from objectives.nvml import list_gpus
-from tuner.model_file import sha256_cached, sha256_file
+from tuner.model_file import sha256_cached
 from tuner.paths import cache_dir
 from tuner.profile import (
     LlamaKeys,
@@ -29,7 +29,6 @@ from tuner.profile import (
     select_tier,
 )
 from tuner.profile import _app as profile_mod
-from tuner.profile.build import build_profile, write_profile
 
 
 def test_importing_the_loader_pulls_in_no_heavy_library_and_no_other_dm_tune_module() -> None:
@@ -194,23 +193,7 @@ def test_broken_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def _profile_for(model: Path, make_trial: MakeTrial, tmp_path: Path) -> Path:
-    ref = {
-        "file": model.name,
-        "size_bytes": model.stat().st_size,
-        "sha256": sha256_file(model),
-        "quick_digest": quick_digest(model),
-    }
-    profile = build_profile(
-        [make_trial(20, 900, None, 0, n_ctx=512)],
-        model=ref,
-        provenance={**PROVENANCE, "gpu": None},
-        budget_mb=6144,
-        prefer="balanced",
-        gpu_present=False,
-    )
-    path = tmp_path / "profile.yaml"
-    write_profile(path, profile)
-    return path
+    return write_cpu_profile(model, make_trial, tmp_path / "profile.yaml")
 
 
 def test_a_profile_for_another_model_file_is_refused_unless_forced(

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from profile_data import PROVENANCE, MakeTrial
+from profile_data import MakeTrial, write_cpu_profile
 
-from tuner.model_file import sha256_file
-from tuner.profile import fit_history, quick_digest
-from tuner.profile.build import build_profile, write_profile
+from tuner.profile import fit_history
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDORED = {"llm_profile.py": "tuner/profile/_app.py", "history_fit.py": "tuner/history_fit.py"}
@@ -81,24 +79,7 @@ def test_the_vendored_loader_runs_with_pyyaml_alone(make_trial: MakeTrial, tmp_p
         shutil.copy(ROOT / source, vendor / name)
     model = tmp_path / "model.gguf"
     model.write_bytes(b"GGUF" + b"\0" * 3_000_000)  # past both ends quick_digest reads
-    ref = {
-        "file": model.name,
-        "size_bytes": model.stat().st_size,
-        "sha256": sha256_file(model),
-        "quick_digest": quick_digest(model),
-    }
-    built = tmp_path / "profile.yaml"
-    write_profile(
-        built,
-        build_profile(
-            [make_trial(20, 900, None, 0, n_ctx=512)],
-            model=ref,
-            provenance={**PROVENANCE, "gpu": None},
-            budget_mb=6144,
-            prefer="balanced",
-            gpu_present=False,
-        ),
-    )
+    built = write_cpu_profile(model, make_trial, tmp_path / "profile.yaml")
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PYTHONNOUSERSITE": "1"}

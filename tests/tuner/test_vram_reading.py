@@ -11,12 +11,12 @@ metrics and the recorded log) are real.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, cast
 
 import optuna
 import pytest
 from profile_data import MODEL, PROVENANCE
+from stand_in_study import StandInSpace, stand_in_context
 
 import objectives.nvml
 from objectives.launch import ColdLauncher
@@ -131,33 +131,8 @@ def test_the_run_says_once_why_it_reads_llama_cpp_buffers() -> None:
 # The study's own path: trials written as a real run writes them.
 
 
-class _Space:
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        return {
-            "n_gpu_layers": trial.suggest_int("n_gpu_layers", 0, 41),
-            "n_ctx": trial.suggest_categorical("n_ctx", [4096]),
-            "n_batch": trial.suggest_categorical("n_batch", [512]),
-            "n_threads": trial.suggest_int("n_threads", 1, 64),
-        }
-
-
 def _context(tmp_path: Path, offload: bool) -> Any:
-    settings = SimpleNamespace(
-        vram_budget_mb=BUDGET_MB,
-        trial_timeout_s=60.0,
-        child_argv=stand_in("canned"),
-        prune=False,
-        latency="cold",
-    )
-    return SimpleNamespace(
-        settings=settings,
-        vram_guard=None,
-        probe=SimpleNamespace(gpu_offload=offload),
-        space=_Space(),
-        model=SimpleNamespace(path=tmp_path / "model.gguf"),
-        floor=SimpleNamespace(min_ctx=4096),
-        workload_spec=lambda n_ctx=None: {"repeats": 1},
-    )
+    return stand_in_context(tmp_path, BUDGET_MB, StandInSpace(41, batch=True), offload=offload)
 
 
 def _run(

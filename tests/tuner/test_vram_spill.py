@@ -15,6 +15,7 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 from profile_data import MODEL
+from stand_in_study import StandInSpace, stand_in_context
 
 import objectives.nvml
 from objectives.launch import ColdLauncher
@@ -279,32 +280,8 @@ class _SimulatedNvml:
         raise AttributeError(name)  # utilization, temperature, power: not simulated
 
 
-class _Space:
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        return {
-            "n_gpu_layers": trial.suggest_int("n_gpu_layers", 0, 31),
-            "n_ctx": trial.suggest_categorical("n_ctx", [4096]),
-            "n_threads": trial.suggest_int("n_threads", 1, 64),
-        }
-
-
 def _context(tmp_path: Path) -> Any:
-    settings = SimpleNamespace(
-        vram_budget_mb=BUDGET_MB,
-        trial_timeout_s=60.0,
-        child_argv=stand_in("canned"),
-        prune=False,
-        latency="cold",
-    )
-    return SimpleNamespace(
-        settings=settings,
-        vram_guard=None,
-        probe=SimpleNamespace(gpu_offload=True),
-        space=_Space(),
-        model=SimpleNamespace(path=tmp_path / "model.gguf"),
-        floor=SimpleNamespace(min_ctx=4096),
-        workload_spec=lambda n_ctx=None: {"repeats": 1},
-    )
+    return stand_in_context(tmp_path, BUDGET_MB, StandInSpace(31))
 
 
 def test_simulated_spill_is_marked_when_its_trial_completes(
