@@ -15,7 +15,7 @@ W=${W:-/tmp/gpu}; R=$W/r; mkdir -p "$R"
 TL=$R/timeline.txt
 HOLD_LEAVE_MIB=${HOLD_LEAVE_MIB:-6144} DESKTOP_MIB=${DESKTOP_MIB:-600}
 # first go (2026-11-30): pressure fit 7b-free 7b-over 13b-free (cut at trial 16: device time);
-# next: STEPS="pressure fit 13b-free 13b-over", then STEPS="pressure fit anchors-13b anchors-7b"
+# second go: STEPS="pressure fit 13b-free 13b-over"; then STEPS="pressure fit anchors-13b anchors-7b"
 STEPS=${STEPS:-"pressure fit 7b-free 7b-over 13b-free 13b-over anchors-13b anchors-7b"}
 declare -A MODELS=([7b]=$W/mistral-7b-shape.Q4_0.gguf [13b]=$W/llama2-13b-shape.Q4_0.gguf)
 T0=${T0:-$(date +%s)}
@@ -56,6 +56,14 @@ study() {
     --vram-budget "${budget}MiB" --storage "$db" --study "$name" --profile-dir "$pdir" --seed 0 \
     >> "$R/$name.log" 2>&1
   echo "run exit $?" | tee -a "$R/$name.log"
+  if grep -q "made with other settings" "$R/$name.log"; then  # a cut study that can't resume
+    mv "$R/$name.db" "$R/$name.refused.db"; rm -rf "$pdir"
+    echo "resume refused: starting study $name afresh" | tee -a "$R/$name.log"
+    timeout 1500 python3 -m tuner.cli run --model "$model" --trials "${TRIALS:-50}" \
+      --vram-budget "${budget}MiB" --storage "$db" --study "$name" --profile-dir "$pdir" --seed 0 \
+      >> "$R/$name.log" 2>&1
+    echo "run exit $?" | tee -a "$R/$name.log"
+  fi
   prof=$(ls "$pdir"/*.yaml 2>/dev/null | head -1)
   [ -n "$prof" ] || { echo "no profile exported" | tee -a "$R/$name.log"; return 1; }
   { echo "free MiB: $(free_mib)"; dmtune profile select "$prof" --model "$model"; echo "exit $?"; } \
