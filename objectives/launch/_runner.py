@@ -219,14 +219,39 @@ def _classify(
     if payload.get("ok") and rc == 0:
         return ChildResult("ok", "", **common)
     if payload.get("kind") == "oom" or looks_oom(payload.get("log", "") + "\n" + stderr):
-        first = payload.get("error") or _first_error_line(stderr) or "out of memory"
+        first = payload.get("error") or _oom_line(stderr) or "out of memory"
         return ChildResult("oom", f"out of memory: {first}", **common)
     if payload:
         return ChildResult("failed", str(payload.get("error", "failed")).splitlines()[0], **common)
+    if is_crash(rc) and gpu_was_full(gpu):
+        return ChildResult(
+            "oom",
+            f"out of memory: crashed with {describe_exit(rc)} during {phase} while the GPU was "
+            f"full ({gpu.device_used_mb:.0f} of {gpu.device_total_mb:.0f} MB in use)",
+            **common,
+        )
     if is_crash(rc):
         return ChildResult("crashed", f"crashed with {describe_exit(rc)} during {phase}", **common)
     line = _first_error_line(stderr) or describe_exit(rc)
     return ChildResult("failed", f"{describe_exit(rc)} during {phase}: {line}", **common)
+
+
+# A device with less than this left free at its fullest: a crash then is an allocation failure.
+FULL_DEVICE_FREE_MB = 64.0
+
+
+def gpu_was_full(gpu: GpuReading) -> bool:
+    """The trial's GPU had (almost) nothing left at its fullest (NVML's device-wide reading)."""
+    used, total = gpu.device_used_mb, gpu.device_total_mb
+    return used is not None and total is not None and total - used < FULL_DEVICE_FREE_MB
+
+
+def _oom_line(stderr: str) -> str:
+    """The first line that says memory ran out (llama.cpp's, echoed by the child)."""
+    for line in stderr.splitlines():
+        if looks_oom(line):
+            return line.strip()[:300]
+    return _first_error_line(stderr)
 
 
 def _first_error_line(stderr: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 
 from objectives import phases
 from objectives.launch import ColdLauncher, TrialSpec, describe_exit
+from objectives.launch._runner import _classify, gpu_was_full
+from objectives.llama_log import LogCapture
+from objectives.nvml import GpuReading
 from tests.conftest import stand_in
 
 SPEC = TrialSpec("unused", {"n_threads": 2}, {})
@@ -48,6 +52,38 @@ def test_out_of_memory_text_is_classified() -> None:
     res = ColdLauncher(stand_in("oom")).run(SPEC, 60)
     assert res.status == "oom"
     assert res.reason.startswith("out of memory")
+
+
+def test_an_abort_after_llama_cpp_logged_out_of_memory_is_an_oom() -> None:
+    """The log callback keeps llama.cpp's lines in memory; an abort in a decode loses them
+    unless the OOM line was echoed to stderr as it came (the 13B run under pressure)."""
+    res = ColdLauncher(stand_in("oom_abort")).run(SPEC, 60)
+    assert res.status == "oom", res.reason
+    assert "cudaMalloc failed: out of memory" in res.reason
+    assert res.phase == phases.repeat(1)
+
+
+def test_log_capture_echoes_only_out_of_memory_lines() -> None:
+    out = io.StringIO()
+    log = LogCapture(echo=out)
+    log.feed("llama_context: n_ctx = 4096\nggml_gallocr: failed to ")
+    assert out.getvalue() == ""
+    log.feed("allocate CUDA0 buffer of size 387973120\nload_tensors: done\n")
+    assert out.getvalue() == (
+        "llama.cpp: ggml_gallocr: failed to allocate CUDA0 buffer of size 387973120\n"
+    )
+    assert len(log.lines) == 3
+
+
+def test_a_crash_with_the_gpu_full_is_an_oom_and_without_it_a_crash() -> None:
+    full = GpuReading(5538.0, "process", device_used_mb=143769.0, device_total_mb=143771.0)
+    room = GpuReading(5538.0, "process", device_used_mb=140000.0, device_total_mb=143771.0)
+    assert gpu_was_full(full) and not gpu_was_full(room)
+    assert not gpu_was_full(GpuReading(None, None))  # no NVML: never guessed
+    res = _classify(-6, False, 60, {}, "", full, 3.6)
+    assert res.status == "oom"
+    assert "SIGABRT" in res.reason and "143769 of 143771 MB" in res.reason
+    assert _classify(-6, False, 60, {}, "", room, 3.6).status == "crashed"
 
 
 def test_python_error_in_child_is_a_failure_with_its_message(tmp_path: Path) -> None:
