@@ -60,7 +60,7 @@ if [ "$phase" = issue11 ]; then
     mkdir -p "$W/r/profiles-$s"; cp "$prev/profile-$s.yaml" "$W/r/profiles-$s/$s.yaml"
   done
   # the chain runs from a copy: a later call's fresh working tree must not change it under bash
-  rm -rf "$W/repo"; mkdir -p "$W/repo"; cp -r scripts tuner objectives configs "$W/repo/"
+  rm -rf "$W/repo"; mkdir -p "$W/repo"; cp -r scripts tuner objectives configs pyproject.toml "$W/repo/"  # pyproject.toml: a checkout (tuner.paths)
   cp .devcarry/tokenizer.gguf "$W/"; export DM_TUNE_TOKENIZER_GGUF=$W/tokenizer.gguf
   ( cd "$W/repo" && PYTHONPATH=/tmp/site:$W/repo T0=$T0 W=$W STEPS="${STEPS:-}" setsid nohup bash scripts/gpu_issue11.sh \
       > "$W/chain.out" 2>&1 & )
