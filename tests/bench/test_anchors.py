@@ -126,9 +126,19 @@ def test_sweep_is_clipped_and_deduplicated() -> None:
     assert anchors.sweep_threads(8, CORES) == [8, 16]
 
 
-def _plan(model: Path, *, sweep: bool = False, fit: str = "-c 4096 -ngl 18") -> dict[str, Any]:
+def _plan(
+    model: Path, *, sweep: bool = False, fit: str = "-c 4096 -ngl 18", shape: str = "grid"
+) -> dict[str, Any]:
     return anchors.build_plan(
-        model, PROFILE, fit, free_mib=5544, total_mib=6144, floor=4096, sweep=sweep, cores=CORES
+        model,
+        PROFILE,
+        fit,
+        free_mib=5544,
+        total_mib=6144,
+        floor=4096,
+        sweep=sweep,
+        cores=CORES,
+        sweep_shape=shape,
     )
 
 
@@ -165,6 +175,20 @@ def test_plan_holds_every_anchor(demo_model: Path) -> None:
     assert by["ollama"]["llama"]["n_gpu_layers"] == 31 and "457 MiB" in by["ollama"]["note"]
     # a fit answer above the model's layers means all of them
     assert _plan(demo_model, fit="-c 4096 -ngl 99")["settings"][1]["llama"]["n_gpu_layers"] == 31
+
+
+def test_sweep_cross_measures_layers_and_threads_through_dm_tunes_choice() -> None:
+    pts = anchors.sweep_points([12, 14, 16], [9, 8, 16], (14, 9), "cross")
+    assert pts == [(12, 9), (14, 9), (16, 9), (14, 8), (14, 16)]
+    assert len(anchors.sweep_points([12, 14, 16], [9, 8, 16], (14, 9), "grid")) == 9
+    with pytest.raises(UserError, match="--sweep-shape"):
+        anchors.sweep_points([1], [1], (1, 1), "star")
+
+
+def test_plan_sweep_cross(demo_model: Path) -> None:
+    plan = _plan(demo_model, sweep=True, fit="-c 4096 -ngl 30", shape="cross")
+    sweep = [s for s in plan["settings"] if s["group"] == "sweep"]
+    assert len(sweep) == 7 + 2  # the layers at dm-tune's threads, two more thread counts
 
 
 def test_plan_sweep(demo_model: Path) -> None:

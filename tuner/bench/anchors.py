@@ -30,7 +30,9 @@ The settings a plan holds (group in brackets):
   as the app runs it and is marked `below_floor`.
 - [sweep] (`--sweep`) the ground truth around both answers: n_gpu_layers at dm-tune's and fit's
   choice +-2, +-4 (clipped to 0..layers, de-duplicated) x 3 thread counts, flash attention on, at
-  the floor, other knobs from the dm-tune tier.
+  the floor, other knobs from the dm-tune tier. `--sweep-shape cross` measures the layers at
+  dm-tune's thread count and the other thread counts at dm-tune's layers only (8 settings
+  instead of 18 on the 13B-class model: what fits in a GPU go's device time).
 
 `measure` runs every setting in fresh processes (objectives.launch.ColdLauncher), interleaved: pass
 1 runs each setting once in an order shuffled with a fixed seed, then pass 2, ...; results.json
@@ -345,6 +347,24 @@ def sweep_threads(dmtune: int, cores: Cores) -> list[int]:
     return out
 
 
+SWEEP_SHAPES = ("grid", "cross")
+
+
+def sweep_points(
+    layers: Sequence[int], threads: Sequence[int], centre: tuple[int, int], shape: str
+) -> list[tuple[int, int]]:
+    """(n_gpu_layers, n_threads) pairs: every pair (`grid`), or the layers at the centre's
+    threads and the threads at the centre's layers (`cross`)."""
+    if shape == "grid":
+        return [(ngl, t) for ngl in layers for t in threads]
+    if shape != "cross":
+        raise UserError(f"--sweep-shape must be one of {', '.join(SWEEP_SHAPES)} (got {shape!r})")
+    ngl0, t0 = centre
+    out = [(ngl, t0) for ngl in layers]
+    out += [(ngl0, t) for t in threads if (ngl0, t) not in out]
+    return out
+
+
 def build_plan(
     model: Path,
     profile_path: Path,
@@ -354,6 +374,7 @@ def build_plan(
     total_mib: float,
     floor: int,
     sweep: bool,
+    sweep_shape: str = "grid",
     cores: Cores | None = None,
     baselines: Path | None = DEFAULT_BASELINES,
     space_path: Path | None = DEFAULT_SPACE,
@@ -438,12 +459,16 @@ def build_plan(
         settings.append(_entry(f"app:{name}", "app", llama, note, floor))
     if sweep:
         base = {**dm, "flash_attn": True, "n_ctx": max(int(dm["n_ctx"]), floor)}
-        for ngl in sweep_layers((dm_ngl, fit_ngl), n_layers):
-            for t in sweep_threads(int(dm["n_threads"]), cores):
-                llama = space.normalize({**base, "n_gpu_layers": ngl, "n_threads": t})
-                settings.append(
-                    _entry(f"sweep:ngl{ngl}:t{t}", "sweep", llama, "ground-truth sweep", floor)
-                )
+        for ngl, t in sweep_points(
+            sweep_layers((dm_ngl, fit_ngl), n_layers),
+            sweep_threads(int(dm["n_threads"]), cores),
+            (dm_ngl, int(dm["n_threads"])),
+            sweep_shape,
+        ):
+            llama = space.normalize({**base, "n_gpu_layers": ngl, "n_threads": t})
+            settings.append(
+                _entry(f"sweep:ngl{ngl}:t{t}", "sweep", llama, "ground-truth sweep", floor)
+            )
     names = [s["name"] for s in settings]
     assert len(set(names)) == len(names), names
     return {
@@ -737,6 +762,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--total-mib", type=float, required=True)
     p.add_argument("--floor", type=int, default=4096)
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--sweep-shape", choices=SWEEP_SHAPES, default="grid")
     p.add_argument("--baselines", type=Path, default=DEFAULT_BASELINES)
     p.add_argument("--search-space", type=Path, default=DEFAULT_SPACE)
     p.add_argument("--out", type=Path, required=True)
@@ -773,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
                 total_mib=a.total_mib,
                 floor=a.floor,
                 sweep=a.sweep,
+                sweep_shape=a.sweep_shape,
                 baselines=a.baselines,
                 space_path=a.search_space,
             )
