@@ -11,6 +11,13 @@ from tuner.study._confirm import (
     reference_trial,
     top_candidates,
 )
+from tuner.study._constraints import (
+    CONSTRAINT_KEY,
+    CTX_CONSTRAINT_KEY,
+    LEGACY_CONSTRAINTS_ATTR,
+    constraint_values,
+    set_constraints,
+)
 from tuner.study._interrupt import Terminated, exit_code, termination_as_interrupt
 from tuner.study._prepare import settings_digest
 from tuner.study._progress import Progress, describe_settings
@@ -24,7 +31,6 @@ from tuner.study._selection import (
 )
 from tuner.study._settings import RunSettings
 from tuner.study._spill import (
-    SPILL_ATTR,
     SpillPoint,
     like_key,
     mark_spills,
@@ -35,16 +41,16 @@ from tuner.study._storage import DEFAULT_STORAGE, check_storage, display_url, st
 from tuner.study._study import DIRECTIONS, counted_trials, make_objective
 from tuner.study._study_lookup import load_dm_tune_study, load_existing_study
 from tuner.study._study_name import check_study_name
+from tuner.study._study_record import StudyRecord
 from tuner.study._summary import floor_cost, render_summary
 from tuner.study._trial_record import (
-    CONSTRAINT_KEY,
-    CTX_CONSTRAINT_KEY,
-    LEGACY_CONSTRAINTS_ATTR,
-    constraint_values,
+    SPILL_ATTR,
+    TrialRecord,
+    enqueue,
+    made_trial,
     metrics_of,
     partial_figures,
     role_of,
-    set_constraints,
     settings_of,
     status_of,
     vram_predicted_mb,
@@ -65,7 +71,9 @@ __all__ = [
     "Remeasure",
     "RunSettings",
     "SpillPoint",
+    "StudyRecord",
     "Terminated",
+    "TrialRecord",
     "apply_confirmations",
     "candidates",
     "check_storage",
@@ -78,12 +86,14 @@ __all__ = [
     "decide",
     "describe_settings",
     "display_url",
+    "enqueue",
     "exit_code",
     "floor_cost",
     "is_feasible",
     "like_key",
     "load_dm_tune_study",
     "load_existing_study",
+    "made_trial",
     "make_objective",
     "mark_spills",
     "metrics_of",
