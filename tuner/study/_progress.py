@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -132,7 +133,8 @@ class Progress:
         if not failed or r.status is None:
             self.streak, self.streak_sig = 0, None
             return
-        res = ChildResult(r.status, r.reason or "", returncode=r.returncode, phase=r.phase)
+        status: Any = r.status  # a failure's status as the child gave it (a ChildResult's)
+        res = ChildResult(status, r.reason or "", returncode=r.returncode, phase=r.phase)
         sig = res.signature
         self.streak = self.streak + 1 if sig == self.streak_sig else 1
         self.streak_sig = sig

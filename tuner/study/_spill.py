@@ -149,7 +149,9 @@ def mark_spills(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
             out.append(t)
             continue
         over = float(t.constraints.get(CONSTRAINT_KEY, 0.0))
-        out.append(with_spill(t, reason, spilled_over_budget_mb(over, r.vram_mb, p.device_total_mb)))
+        out.append(
+            with_spill(t, reason, spilled_over_budget_mb(over, r.vram_mb, p.device_total_mb))
+        )
     return out
 
 

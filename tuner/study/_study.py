@@ -22,6 +22,7 @@ from objectives.llama_buffers import parse_buffers
 from objectives.metrics import NO_READING
 from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
+from tuner.study._constraints import CONSTRAINT_KEY, constraint_values, set_constraints
 from tuner.study._interrupt import describe, exit_code, termination_as_interrupt
 from tuner.study._prepare import Context
 from tuner.study._progress import Progress
@@ -33,7 +34,6 @@ from tuner.study._spill import (
     spilled_over_budget_mb,
 )
 from tuner.study._storage import GRACE_S, open_storage
-from tuner.study._constraints import CONSTRAINT_KEY, constraint_values, set_constraints
 from tuner.study._study_record import StudyRecord, record_study
 from tuner.study._trial_record import (
     TrialRecord,

@@ -9,8 +9,8 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.space import ContextFloor
-from tuner.study._selection import choose_best, pareto_front
 from tuner.study._constraints import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
+from tuner.study._selection import choose_best, pareto_front
 from tuner.study._spill import mark_spills, spilled
 from tuner.study._trial_record import TrialRecord
 
