@@ -33,7 +33,7 @@ class StudyRecord:
     model: dict[str, Any] | None = None  # path, file, size_bytes, sha256, architecture...
     hardware: dict[str, Any] | None = None  # tuner.hardware: cpu, cores, ram_mb, os, gpus
     llama_cpp_version: str | None = None
-    gpu_offload: bool | None = None  # the build offloads and a GPU was present
+    gpu_offload: bool | None = None  # the llama-cpp-python build offloads to a GPU
     workload_spec: dict[str, Any] | None = None  # what the trials' children measure
     confirm_spec: dict[str, Any] | None = None  # what the confirmation runs measure
     context_floor: dict[str, Any] | None = None  # ContextFloor.to_profile(); None: made before
@@ -73,9 +73,10 @@ class StudyRecord:
 def record_study(study: optuna.Study, record: StudyRecord) -> None:
     """Store a new study's record, `settings` last: a study with settings is complete (a run
     that died before it made a study to start again)."""
-    made = [f.name for f in fields(record) if f.name not in ("confirmed", "reference_runs")]
-    for name in sorted(made, key=lambda n: n == "settings"):
-        study.set_user_attr(name, getattr(record, name))
+    for f in fields(record):
+        if f.name not in ("settings", "confirmed", "reference_runs"):
+            study.set_user_attr(f.name, getattr(record, f.name))
+    study.set_user_attr("settings", record.settings)
 
 
 def record_confirmations(study: optuna.Study, confirmed: Entries, reference_runs: Entries) -> None:

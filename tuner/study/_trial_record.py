@@ -216,10 +216,13 @@ def enqueue(
 ) -> None:
     """A trial to run before sampling: `role` is {"baseline": name} or {"start": name}
     (tuner.space.starting_trials)."""
+    role = role or {}
+    if not set(role) <= set(ROLE_ATTRS):
+        raise ValueError(f"a trial's role is one of {ROLE_ATTRS}, not {sorted(role)}")
     attrs: dict[str, Any] = {}
     if retry_of is not None:
         attrs["retry_of"] = retry_of
-    attrs.update({k: v for k, v in (role or {}).items() if k in ROLE_ATTRS})
+    attrs.update(role)
     if app_n_ctx is not None:
         attrs["app_n_ctx"] = app_n_ctx
     if retry_reason:
