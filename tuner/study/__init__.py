@@ -1,5 +1,6 @@
 """The Optuna study: `RunSettings` and `tune()` (what `dm-tune run` calls), preparing a study,
-the run loop and objective, what a trial records, pruning, spills, selection of the best
+the run loop and objective, what a trial and the study record (`TrialRecord`, `StudyRecord`:
+the only readers and writers of Optuna's attributes), pruning, spills, selection of the best
 feasible trial, confirmation runs, progress lines, the end-of-run summary and storage."""
 
 from tuner.study._confirm import (
