@@ -506,11 +506,12 @@ def load_plan(path: Path) -> dict[str, Any]:
 
 
 def study_workload(storage: str, study: str | None, attr: str = "workload_spec") -> dict[str, Any]:
-    """The workload the study's children measured (the app's steady-state turn)."""
-    from tuner.study import load_existing_study
+    """The workload the study's children measured (the app's steady-state turn), or with
+    `attr="confirm_spec"` the confirmation runs'."""
+    from tuner.study import StudyRecord, load_existing_study
 
     s = load_existing_study(storage, study)
-    spec = s.user_attrs.get(attr)
+    spec = getattr(StudyRecord.from_study(s), attr)
     if not isinstance(spec, dict):
         raise UserError(f"study {s.study_name!r} has no {attr!r} attribute; was it run by dm-tune?")
     return spec

@@ -19,7 +19,7 @@ from typing import Any
 
 from objectives.launch import ColdLauncher, Launcher, TrialSpec
 from tuner.profile import load_profile
-from tuner.study import load_existing_study
+from tuner.study import StudyRecord, TrialRecord, load_existing_study
 
 
 def _stats(xs: list[float]) -> dict[str, float | None]:
@@ -74,15 +74,15 @@ def study_summary(study: Any) -> dict[str, Any]:
     overhead, errors = [], []
     statuses: dict[str, int] = {}
     for t in trials:
-        st = t.user_attrs.get("status", t.state.name.lower())
-        statuses[st] = statuses.get(st, 0) + 1
-        m = t.user_attrs.get("metrics") or {}
-        if t.user_attrs.get("status") == "ok":
+        r = TrialRecord.from_frozen(t)
+        statuses[r.outcome] = statuses.get(r.outcome, 0) + 1
+        m = r.metrics
+        if r.status == "ok":
             start = (m.get("extra") or {}).get("startup_s")
             if start is not None:
                 overhead.append(start + m["load_s"])
-            if "vram_prediction_error_pct" in t.user_attrs:
-                errors.append(t.user_attrs["vram_prediction_error_pct"])
+            if r.vram_prediction_error_pct is not None:
+                errors.append(r.vram_prediction_error_pct)
     within5 = sum(1 for e in errors if abs(e) <= 5) / len(errors) if errors else None
     return {
         "trials": len(trials),
@@ -92,7 +92,7 @@ def study_summary(study: Any) -> dict[str, Any]:
         "vram_prediction_error_pct": _stats([abs(e) for e in errors]),
         "vram_prediction_signed_errors_pct": errors,
         "share_within_5pct": within5,
-        "confirmed": study.user_attrs.get("confirmed", {}),
+        "confirmed": StudyRecord.from_study(study).confirmed,
     }
 
 
@@ -105,14 +105,16 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     study = load_existing_study(a.storage, a.study)
-    model = study.user_attrs["model"]["path"]
-    workload = study.user_attrs["workload_spec"]
+    record = StudyRecord.from_study(study)
+    model = (record.model or {})["path"]
+    workload = record.workload_spec or {}
     launcher = ColdLauncher()  # each run a fresh trial child
     rows: dict[str, Any] = {}
     for t in study.get_trials(deepcopy=False):
-        name = t.user_attrs.get("baseline")
+        r = TrialRecord.from_frozen(t)
+        name = r.baseline
         if name and name not in rows:
-            rows[name] = measure(model, t.user_attrs["llama_kwargs"], workload, a.runs, launcher)
+            rows[name] = measure(model, r.llama_kwargs or {}, workload, a.runs, launcher)
             print(name, json.dumps(rows[name]["gen_tok_s"]), flush=True)
     if a.profile:
         prof = load_profile(a.profile)
@@ -121,7 +123,7 @@ def main() -> int:
             if tier.measured is None:
                 continue
             trial = study.trials[tier.measured.trial]
-            params = trial.user_attrs["llama_kwargs"]
+            params = TrialRecord.from_frozen(trial).llama_kwargs or {}
             rows[f"tuned:{tier.name}"] = measure(model, params, workload, a.runs, launcher)
             print(tier.name, json.dumps(rows[f"tuned:{tier.name}"]["gen_tok_s"]), flush=True)
     out = {"rows": rows, "study": study_summary(study), "runs": a.runs}

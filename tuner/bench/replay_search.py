@@ -53,7 +53,7 @@ from typing import Any, NamedTuple
 
 import optuna
 from optuna.distributions import CategoricalDistribution, IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from tuner.paths import ROOT, default_config
 from tuner.space import (
@@ -68,7 +68,16 @@ from tuner.space import (
     resolve,
     starting_trials,
 )
-from tuner.study import DIRECTIONS, choose_best, constraint_values, set_constraints
+from tuner.study import (
+    DIRECTIONS,
+    TrialRecord,
+    choose_best,
+    constraint_values,
+    enqueue,
+    made_trial,
+    record_settings,
+    set_constraints,
+)
 from tuner.vram import over_budget_mb
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
@@ -169,7 +178,7 @@ def enqueued_trials(
     baselines: Mapping[str, Mapping[str, Any]] | None,
     starts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Enqueued:
-    """What the replay enqueues before sampling, in order, with the user_attrs the study gives
+    """What the replay enqueues before sampling, in order, with the role the study gives
     each ({"baseline": name} or {"start": name}): tuner.space.starting_trials, as
     tuner/study/_study.py calls it, then each snapped to the grid. The study drops a start that
     fits to a profile's settings before any snapping; one that only meets a profile's cell after
@@ -236,7 +245,7 @@ class Table:
         ]
         best = choose_best(trials, "balanced")
         assert best is not None
-        return self.cells[key_of(dict(best.user_attrs["llama_kwargs"]))]
+        return self.cells[key_of(TrialRecord.from_frozen(best).settings)]
 
 
 def _frozen(
@@ -245,14 +254,12 @@ def _frozen(
     values: tuple[float, float] | None,
     constraint: float = -BUDGET_MB,
 ) -> FrozenTrial:
-    t = optuna.trial.create_trial(
-        values=list(values) if values is not None else None,
-        state=TrialState.COMPLETE if values is not None else TrialState.FAIL,
-        user_attrs={"llama_kwargs": params},
-        constraints={"vram_over_budget_mb": constraint},
+    return made_trial(
+        number,
+        params,
+        list(values) if values is not None else None,
+        {"vram_over_budget_mb": constraint},
     )
-    t.number = number
-    return t
 
 
 def load_table(path: Path, budget_mb: float = BUDGET_MB) -> Table:
@@ -335,20 +342,20 @@ def replay(
     `fixed`: settings the grid added to every cell (record_grid.py --fixed)."""
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler)
     for params, attrs in enqueued_trials(space, baselines, starts):
-        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+        enqueue(study, params, attrs)
     seen: set[str] = set()
     out: list[Outcome] = []
 
     def objective(trial: optuna.Trial) -> list[float]:
         params = on_grid(space, space.suggest(trial), fixed or {})
         key = key_of(params)
-        trial.set_user_attr("llama_kwargs", params)
-        trial.set_user_attr("key", key)
+        record_settings(trial, params, key)
         cell = table.cells.get(key)
         if cell is None:
             raise KeyError(f"settings not in the table: {key}")
         constraint = table.constraint(cell)
-        baseline = trial.user_attrs.get("baseline") or trial.user_attrs.get("start")
+        enqueued = TrialRecord.from_running(trial)
+        baseline = enqueued.baseline or enqueued.start
         out.append(Outcome(key, params, cell.values, key in seen, baseline, constraint))
         seen.add(key)
         if cell.values is None:

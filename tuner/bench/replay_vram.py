@@ -17,6 +17,7 @@ import optuna
 
 from tuner.bench.make_gguf import SHAPES, Shape, header_info
 from tuner.paths import ROOT
+from tuner.study import TrialRecord
 from tuner.vram import VramGuard
 
 D = "docs/benchmarks/data/gpu/"
@@ -37,28 +38,26 @@ def replay(db: str, name: str | None, shape: Shape) -> tuple[list[float], list[f
     """(recorded errors %, replayed errors %, replayed compute errors MiB) of the loaded trials."""
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{ROOT / db}")
     loaded = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("status") == "ok"
-        and (t.user_attrs.get("metrics") or {}).get("vram_mb")
-        and t.user_attrs.get("vram_predicted")
+        r
+        for r in map(TrialRecord.from_frozen, study.get_trials(deepcopy=False))
+        if r.status == "ok" and r.vram_mb and r.vram_predicted
     ]
     if not loaded:
         return [], [], []
     guard = VramGuard(
         info=header_info(shape, "Q4_0"),
         budget_mb=1e9,
-        overhead_mb=loaded[0].user_attrs["vram_predicted"]["overhead_mb"],
+        overhead_mb=(loaded[0].vram_predicted or {})["overhead_mb"],
     )
     recorded, replayed, compute = [], [], []
-    for t in loaded:
-        params = t.user_attrs["llama_kwargs"]
-        measured = float(t.user_attrs["metrics"]["vram_mb"])
+    for r in loaded:
+        params = r.llama_kwargs or {}
+        measured = float(r.vram_mb or 0.0)
         pred = guard.predict(params)
         replayed.append((pred.total_mb - measured) / measured * 100)
-        if "vram_prediction_error_pct" in t.user_attrs:
-            recorded.append(float(t.user_attrs["vram_prediction_error_pct"]))
-        cuda0 = (t.user_attrs.get("llama_buffers") or {}).get("CUDA0", {}).get("compute")
+        if r.vram_prediction_error_pct is not None:
+            recorded.append(r.vram_prediction_error_pct)
+        cuda0 = (r.llama_buffers or {}).get("CUDA0", {}).get("compute")
         if cuda0:
             compute.append(pred.compute_mb - cuda0)
         guard.learn(params, pred, measured)

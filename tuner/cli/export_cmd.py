@@ -60,10 +60,11 @@ def export(
             from optuna.exceptions import StorageInternalError
 
             from objectives.launch import trial_launcher
-            from tuner.study import Remeasure, confirm, storage_failure
+            from tuner.study import Remeasure, StudyRecord, confirm, storage_failure
 
-            model = Path(s.user_attrs.get("model", {}).get("path", ""))
-            workload = s.user_attrs.get("confirm_spec", s.user_attrs.get("workload_spec"))
+            record = StudyRecord.from_study(s)
+            model = Path((record.model or {}).get("path", ""))
+            workload = record.confirm_spec or record.workload_spec
             if not model.is_file() or workload is None:
                 raise UserError(
                     f"cannot re-measure: the model file {model} is gone or the study has no "

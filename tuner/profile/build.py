@@ -52,7 +52,14 @@ from tuner.profile._app import (
     Stat,
     Tier,
 )
-from tuner.study import PREFER_CHOICES, candidates, choose_best, display_url
+from tuner.study import (
+    PREFER_CHOICES,
+    candidates,
+    choose_best,
+    display_url,
+    metrics_of,
+    settings_of,
+)
 from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
 from tuner.yaml_io import write_atomic
 
@@ -65,19 +72,14 @@ def tier_name(fraction: float) -> str:
     return _NAMES.get(round(fraction, 4), f"vram_{round(fraction * 100)}pct")
 
 
-def _metrics(t: FrozenTrial) -> dict[str, Any]:
-    m = t.user_attrs.get("metrics")
-    return m if isinstance(m, dict) else {}
-
-
 def _vram_runs(t: FrozenTrial) -> list[float]:
     """Per-process peaks of the fresh processes that confirmed `t` (empty when not confirmed)."""
-    return [float(v) for v in _metrics(t).get("vram_mb_runs") or []]
+    return [float(v) for v in metrics_of(t).get("vram_mb_runs") or []]
 
 
 def _vram(t: FrozenTrial) -> float | None:
     """The peak a tier is built on: the confirmed one (max over the fresh processes) if any."""
-    v = _metrics(t).get("vram_mb")
+    v = metrics_of(t).get("vram_mb")
     peaks = [float(v)] if v is not None else []
     return max([*peaks, *_vram_runs(t)], default=None)
 
@@ -88,17 +90,12 @@ def _need(t: FrozenTrial) -> float | None:
     return None if v is None else free_vram_need_mb(v)
 
 
-def _settings(t: FrozenTrial) -> dict[str, Any]:
-    s = t.user_attrs.get("llama_kwargs")
-    return dict(s) if isinstance(s, dict) else dict(t.params)
-
-
 def _gpu_layers(t: FrozenTrial) -> int:
-    return int(_settings(t).get("n_gpu_layers", 0))
+    return int(settings_of(t).get("n_gpu_layers", 0))
 
 
 def _llama_keys(t: FrozenTrial, *, cpu: bool = False) -> LlamaKeys:
-    kwargs = to_llama_kwargs(_settings(t))
+    kwargs = to_llama_kwargs(settings_of(t))
     kwargs.setdefault("use_mlock", False)  # not searched: llama-cpp-python's default, explicit
     if cpu:
         kwargs["n_gpu_layers"] = 0
@@ -112,7 +109,7 @@ def _llama_keys(t: FrozenTrial, *, cpu: bool = False) -> LlamaKeys:
 
 
 def _measured(t: FrozenTrial) -> Measured:
-    m = _metrics(t)
+    m = metrics_of(t)
     samples = [s for s in m.get("samples") or [] if isinstance(s, dict)]
     warm = [float(s["warm_ttft_ms"]) for s in samples if s.get("warm_ttft_ms") is not None]
     warm_median = m.get("warm_ttft_ms")
@@ -240,7 +237,7 @@ def build_profile(
             "tier fractions must be in (0, 1]: no tier may need more than the budget"
         )
     cands = [
-        t for t in candidates(trials) if "gen_tok_s" in _metrics(t) and "ttft_ms" in _metrics(t)
+        t for t in candidates(trials) if "gen_tok_s" in metrics_of(t) and "ttft_ms" in metrics_of(t)
     ]
     gpu_name = provenance.get("gpu")
     tiers: list[Tier] = []

@@ -17,6 +17,8 @@ from tuner.profile.build import build_profile, write_profile
 from tuner.study import (
     REFERENCE,
     Remeasure,
+    StudyRecord,
+    TrialRecord,
     apply_confirmations,
     check_study_name,
     confirm_trials,
@@ -30,13 +32,14 @@ MAX_CONFIRM_ROUNDS = 3
 
 
 def _provenance(study: optuna.Study, storage: str) -> dict[str, Any]:
-    hw = study.user_attrs.get("hardware", {})
-    gpus = hw.get("gpus") or []
+    record = StudyRecord.from_study(study)
+    hw = record.hardware or {}
+    gpus = record.gpus
     return {
         "gpu": gpus[0]["name"] if gpus else None,
         "driver": gpus[0]["driver"] if gpus else None,
         "cpu": f"{hw.get('cpu', 'unknown CPU')} ({hw.get('logical_cores', '?')} threads)",
-        "llama_cpp_version": str(study.user_attrs.get("llama_cpp_version", "unknown")),
+        "llama_cpp_version": str(record.llama_cpp_version or "unknown"),
         "study": study.study_name,
         "storage": storage,
     }
@@ -67,9 +70,10 @@ def before_after(study: optuna.Study, tier_trial: int) -> BeforeAfter | None:
     ref = reference_trial(study.get_trials(deepcopy=False))
     if ref is None or ref.values is None:
         return None
-    mine = study.user_attrs.get("confirmed", {}).get(str(tier_trial), {})
-    runs = study.user_attrs.get("reference_runs", {})
-    session = mine.get("session")
+    record = StudyRecord.from_study(study)
+    mine = record.confirmed.get(str(tier_trial), {})
+    runs = record.reference_runs
+    session: Any = mine.get("session")
     app = runs.get(str(session)) if session is not None else None
     if mine.get("status") == "ok" and app is not None and app.get("status") == "ok":
         return BeforeAfter(ref.number, _pair(app["values"]), _pair(mine["values"]), int(session))
@@ -89,7 +93,9 @@ def _compare_to_baseline(study: optuna.Study, tier: Any, echo: Echo) -> None:
         return
     ba = before_after(study, tier.measured.trial)
     if ba is None:
-        ref = next((t for t in study.trials if t.user_attrs.get("baseline") == REFERENCE), None)
+        ref = next(
+            (t for t in study.trials if TrialRecord.from_frozen(t).baseline == REFERENCE), None
+        )
         if ref is not None:
             echo(f"  Desktop-Mate's {REFERENCE} profile (trial {ref.number}) did not run here.")
         return
@@ -122,7 +128,7 @@ def _figures(m: Measured) -> str:
 def _conversation(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any] | None:
     """The profile's `conversation`: the study's context floor and what it cost (study
     figures on both sides: the app's profiles below the floor are not re-measured)."""
-    floor = study.user_attrs.get("context_floor")
+    floor = StudyRecord.from_study(study).context_floor
     if floor is None:
         return None  # a study made before the floor: a version 1 profile
     cost = floor_cost(trials)
@@ -147,14 +153,14 @@ def _model_ref(m: dict[str, Any]) -> dict[str, Any]:
 def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
     """The tiered profile of the study's feasible trials, on confirmed figures where the study
     holds them (`confirmed`); what export writes, and what the report compares with."""
-    attrs = study.user_attrs
-    if "model" not in attrs or "settings" not in attrs:
+    record = StudyRecord.from_study(study)
+    if record.model is None or record.settings is None:
         raise UserError(
             f"study '{study.study_name}' was not made by dm-tune run; nothing to export"
         )
-    model = _model_ref(attrs["model"])
-    gpu_present = bool(attrs.get("hardware", {}).get("gpus")) and bool(attrs.get("gpu_offload"))
-    confirmed = attrs.get("confirmed", {})
+    model = _model_ref(record.model)
+    gpu_present = bool(record.gpus) and bool(record.gpu_offload)
+    confirmed = record.confirmed
     trials = apply_confirmations(study.get_trials(deepcopy=False), confirmed)
     ok = {int(n) for n, c in confirmed.items() if c.get("status") == "ok"}
     try:
@@ -163,7 +169,7 @@ def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
             confirmed=ok or None,
             model=model,
             provenance=_provenance(study, storage),
-            budget_mb=float(attrs["settings"]["vram_budget_mb"]),
+            budget_mb=float(record.settings["vram_budget_mb"]),
             prefer=prefer,
             gpu_present=gpu_present,
             conversation=_conversation(study, study.get_trials(deepcopy=False)),
@@ -195,7 +201,7 @@ def export_profile(
     # tier stands on confirmed figures (a few rounds at most: each confirms new trials only).
     for _ in range(MAX_CONFIRM_ROUNDS if remeasure is not None else 0):
         assert remeasure is not None
-        done = study.user_attrs.get("confirmed", {})
+        done = StudyRecord.from_study(study).confirmed
         numbers = {t.measured.trial for t in profile.tiers if t.measured is not None}
         todo = [study.trials[n] for n in sorted(numbers) if str(n) not in done]
         if not todo:

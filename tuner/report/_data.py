@@ -19,7 +19,8 @@ from tuner.report._rows import TrialRow, confirmation_rows, reference_rows
 from tuner.study import (
     CONSTRAINT_KEY,
     CTX_CONSTRAINT_KEY,
-    SPILL_ATTR,
+    StudyRecord,
+    TrialRecord,
     choose_best,
     is_feasible,
     mark_spills,
@@ -137,7 +138,7 @@ class ReportData(NamedTuple):
 
 
 def _category(t: FrozenTrial) -> str:
-    if SPILL_ATTR in t.user_attrs:
+    if TrialRecord.from_frozen(t).spill is not None:
         return SPILL
     c = t.constraints
     if c.get(CONSTRAINT_KEY, 0.0) > 0:
@@ -206,17 +207,16 @@ def failure_rows(trials: Sequence[FrozenTrial], points: Sequence[TrialPoint]) ->
     for t in trials:
         if t.number in plotted or (_measured(t) and status_of(t) == "reused"):
             continue
-        a = t.user_attrs
-        rc = a.get("returncode")
+        r = TrialRecord.from_frozen(t)
         out.append(
             FailureRow(
                 t.number,
                 _label(t),
-                status_of(t),
-                str(a.get("reason") or ""),
-                str(a.get("phase") or ""),
-                "" if rc is None else str(rc),
-                str(a.get("stderr_tail") or ""),
+                r.outcome,
+                r.reason or "",
+                r.phase or "",
+                "" if r.returncode is None else str(r.returncode),
+                r.stderr_tail or "",
             )
         )
     return out
@@ -318,7 +318,7 @@ def bandwidth(facts: StudyFacts, best: FrozenTrial | None, tok_s: float | None) 
     )
 
 
-def _app_rows(trials: Sequence[FrozenTrial], attrs: dict[str, Any]) -> list[ProfileRow]:
+def _app_rows(trials: Sequence[FrozenTrial], record: StudyRecord) -> list[ProfileRow]:
     """The app's own profiles as the study measured them, then the side-by-side re-measurements
     of its performance profile (one per confirmation session)."""
     by_name: dict[str, FrozenTrial] = {}
@@ -331,9 +331,10 @@ def _app_rows(trials: Sequence[FrozenTrial], attrs: dict[str, Any]) -> list[Prof
     for name, t in by_name.items():
         m = metrics_of(t) if _measured(t) else {}
         vram = m.get("vram_mb")
-        note = "" if _measured(t) else f"{status_of(t)}: {t.user_attrs.get('reason', '')}"
-        if "below_floor" in t.user_attrs:
-            note = str(t.user_attrs["below_floor"])
+        r = TrialRecord.from_frozen(t)
+        note = "" if _measured(t) else f"{r.outcome}: {r.reason or ''}"
+        if r.below_floor is not None:
+            note = r.below_floor
         rows.append(
             ProfileRow(
                 "app",
@@ -349,7 +350,7 @@ def _app_rows(trials: Sequence[FrozenTrial], attrs: dict[str, Any]) -> list[Prof
                 note,
             )
         )
-    for row in reference_rows(trials, attrs):
+    for row in reference_rows(trials, record):
         if row.state == "ok":
             rows.append(
                 ProfileRow(
@@ -437,7 +438,7 @@ def report_data(
 ) -> ReportData:
     """Every section of the report, computed from the study (and the profile file, if any)."""
     trials = study.get_trials(deepcopy=False)
-    attrs = dict(study.user_attrs)
+    record = StudyRecord.from_study(study)
     facts = study_facts(study, storage)
     missing: dict[str, list[str]] = {}
 
@@ -445,16 +446,16 @@ def report_data(
         missing.setdefault(section, []).append(what)
 
     tiers, profile_source, why = _exported(study, prefer, storage, profile, profile_path)
-    rows = _app_rows(trials, attrs)
+    rows = _app_rows(trials, record)
     if not rows:
         lack("before_after", "the app's own profiles (run without baselines)")
     if tiers is not None:
-        rows += _tier_rows(tiers, profile_source, attrs.get("confirmed") or {})
+        rows += _tier_rows(tiers, profile_source, record.confirmed)
     else:
         lack("before_after", why)
-    if not attrs.get("confirmed"):
+    if not record.confirmed:
         lack("before_after", "confirmed figures (exported without --confirm)")
-    if not attrs.get("reference_runs"):
+    if not record.reference_runs:
         lack("before_after", "the app's profile re-measured side by side (made before it)")
     if facts.min_ctx is None:
         lack("before_after", "the context floor (made before it)")
@@ -481,7 +482,7 @@ def report_data(
 
     tok_s = None
     if best is not None:
-        conf = (attrs.get("confirmed") or {}).get(str(best.number)) or {}
+        conf = record.confirmed.get(str(best.number)) or {}
         values = conf["values"] if conf.get("status") == "ok" else best.values
         tok_s = float(values[facts.tok_s_index])
     bw = bandwidth(facts, best, tok_s)
@@ -504,7 +505,7 @@ def report_data(
         importances=imp,
         bandwidth=bw,
         failures=failure_rows(trials, points),
-        confirmations=confirmation_rows(trials, attrs),
+        confirmations=confirmation_rows(trials, record),
         provenance=provenance(study, storage),
         missing=missing,
     )

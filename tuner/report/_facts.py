@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 import optuna
 
-from tuner.study import display_url
+from tuner.study import StudyRecord, display_url
 
 TOK_S = "gen_tok_s"  # the throughput objective's name (tuner/study/_study.py)
 
@@ -29,20 +29,19 @@ class StudyFacts(NamedTuple):
     n_trials: int
 
 
-def _objective_names(study: optuna.Study) -> list[str]:
-    names = study.user_attrs.get("objectives")
-    if isinstance(names, list):
-        return [str(n) for n in names]
+def _objective_names(study: optuna.Study, record: StudyRecord) -> list[str]:
+    if record.objectives is not None:
+        return record.objectives
     return [str(n) for n in (study.metric_names or [])]
 
 
 def study_facts(study: optuna.Study, storage: str) -> StudyFacts:
-    a = study.user_attrs
-    settings: Mapping[str, Any] = a.get("settings") or {}
-    model: Mapping[str, Any] = a.get("model") or {}
-    gpus = (a.get("hardware") or {}).get("gpus") or []
-    floor = (a.get("context_floor") or {}).get("min_ctx", settings.get("min_ctx"))
-    names = _objective_names(study)
+    a = StudyRecord.from_study(study)
+    settings: Mapping[str, Any] = a.settings or {}
+    model: Mapping[str, Any] = a.model or {}
+    gpus = a.gpus
+    floor = (a.context_floor or {}).get("min_ctx", settings.get("min_ctx"))
+    names = _objective_names(study, a)
     budget = settings.get("vram_budget_mb")
     layers = model.get("offloadable_layers")
     size = model.get("size_bytes")
@@ -54,7 +53,7 @@ def study_facts(study: optuna.Study, storage: str) -> StudyFacts:
         min_ctx=int(floor) if floor is not None else None,
         latency=str(settings.get("latency", "cold")),
         tok_s_index=names.index(TOK_S) if TOK_S in names else 0,
-        gpu_offload=bool(gpus) and bool(a.get("gpu_offload")),
+        gpu_offload=bool(gpus) and bool(a.gpu_offload),
         full_layers=int(layers) if layers is not None else None,
         model_file=model.get("file"),
         model_path=model.get("path"),
@@ -70,10 +69,10 @@ def _mb(v: Any) -> str:
 
 def provenance(study: optuna.Study, storage: str) -> list[tuple[str, str]]:
     """(what, value) lines: study, model, machine and build, as recorded by `dm-tune run`."""
-    a = study.user_attrs
-    model: Mapping[str, Any] = a.get("model") or {}
-    hw: Mapping[str, Any] = a.get("hardware") or {}
-    s: Mapping[str, Any] = a.get("settings") or {}
+    a = StudyRecord.from_study(study)
+    model: Mapping[str, Any] = a.model or {}
+    hw: Mapping[str, Any] = a.hardware or {}
+    s: Mapping[str, Any] = a.settings or {}
     out = [("study", study.study_name), ("storage", display_url(storage))]
     if model:
         out += [
@@ -107,10 +106,10 @@ def provenance(study: optuna.Study, storage: str) -> list[tuple[str, str]]:
                     f"{g.get('driver', '?')}" + (f", {bw:.0f} GB/s" if bw else ""),
                 )
             )
-    if "llama_cpp_version" in a:
-        offload = a.get("gpu_offload")
+    if a.llama_cpp_version is not None:
+        offload = a.gpu_offload
         build = "unknown" if offload is None else "offloads to a GPU" if offload else "CPU only"
-        out.append(("llama-cpp-python", f"{a['llama_cpp_version']} ({build})"))
+        out.append(("llama-cpp-python", f"{a.llama_cpp_version} ({build})"))
     if s:
         out.append(
             (
@@ -123,11 +122,11 @@ def provenance(study: optuna.Study, storage: str) -> list[tuple[str, str]]:
 
 
 def provenance_missing(study: optuna.Study) -> list[str]:
-    a = study.user_attrs
+    a = StudyRecord.from_study(study)
     wanted = {
-        "model": "the model",
-        "hardware": "the machine",
-        "llama_cpp_version": "the llama-cpp-python version",
-        "settings": "the study settings",
+        "the model": a.model,
+        "the machine": a.hardware,
+        "the llama-cpp-python version": a.llama_cpp_version,
+        "the study settings": a.settings,
     }
-    return [what for key, what in wanted.items() if key not in a]
+    return [what for what, value in wanted.items() if value is None]

@@ -10,7 +10,15 @@ from typing import Any, NamedTuple
 import optuna
 from optuna.trial import FrozenTrial
 
-from tuner.study import metrics_of, role_of, settings_of, status_of, vram_predicted_mb
+from tuner.study import (
+    StudyRecord,
+    TrialRecord,
+    metrics_of,
+    role_of,
+    settings_of,
+    status_of,
+    vram_predicted_mb,
+)
 
 # Always listed (None where a study did not search or set them), then any other knob present.
 BASE_KNOBS = (
@@ -74,7 +82,7 @@ def trial_row(t: FrozenTrial) -> TrialRow:
         state=t.state.name.lower(),
         status=status_of(t),
         session=None,
-        reason=str(t.user_attrs.get("reason") or ""),
+        reason=TrialRecord.from_frozen(t).reason or "",
         settings=settings_of(t),
         vram_predicted_mb=vram_predicted_mb(t),
         **_figures(metrics_of(t)),
@@ -107,21 +115,21 @@ def _confirmation_row(
     )
 
 
-def confirmed_rows(trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> list[TrialRow]:
+def confirmed_rows(trials: Sequence[FrozenTrial], record: StudyRecord) -> list[TrialRow]:
     """One row per candidate re-measured before export (study attribute `confirmed`)."""
     by_number = {t.number: t for t in trials}
-    confirmed = attrs.get("confirmed") or {}
+    confirmed = record.confirmed
     return [
         _confirmation_row(confirmed[k], by_number.get(int(k)), int(k), "confirmed")
         for k in sorted(confirmed, key=int)
     ]
 
 
-def reference_rows(trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> list[TrialRow]:
+def reference_rows(trials: Sequence[FrozenTrial], record: StudyRecord) -> list[TrialRow]:
     """One row per confirmation session's side-by-side run of the app's own profile
     (study attribute `reference_runs`)."""
     by_number = {t.number: t for t in trials}
-    refs = attrs.get("reference_runs") or {}
+    refs = record.reference_runs
     rows = []
     for k in sorted(refs, key=int):
         n = int(refs[k].get("trial", -1))
@@ -131,15 +139,15 @@ def reference_rows(trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> l
     return rows
 
 
-def confirmation_rows(trials: Sequence[FrozenTrial], attrs: Mapping[str, Any]) -> list[TrialRow]:
+def confirmation_rows(trials: Sequence[FrozenTrial], record: StudyRecord) -> list[TrialRow]:
     """Every confirmation run (tuner/study/_confirm.py): the candidates', then the app profile's."""
-    return confirmed_rows(trials, attrs) + reference_rows(trials, attrs)
+    return confirmed_rows(trials, record) + reference_rows(trials, record)
 
 
 def trial_rows(study: optuna.Study) -> list[TrialRow]:
     """Every trial, in number order, then every confirmation run."""
     trials = study.get_trials(deepcopy=False)
-    return [trial_row(t) for t in trials] + confirmation_rows(trials, study.user_attrs)
+    return [trial_row(t) for t in trials] + confirmation_rows(trials, StudyRecord.from_study(study))
 
 
 def knob_columns(rows: Sequence[TrialRow]) -> list[str]:

@@ -128,7 +128,8 @@ def starting_trials(
     fit: LayerFit | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, str]]]:
     """What the study measures before sampling: the app's profiles, then dm-tune's start points
-    (skipped where they come out the same as a profile on this machine); (params, user_attrs).
+    (skipped where they come out the same as a profile on this machine); (params, its role:
+    {"baseline": name} or {"start": name}, tuner.study.enqueue).
 
     A profile keeps an n_ctx below the context floor (the study measures it as the app runs it,
     as infeasible); a start point is raised to the floor (it is a suggestion of dm-tune's).

@@ -1,5 +1,6 @@
 """The Optuna study: `RunSettings` and `tune()` (what `dm-tune run` calls), preparing a study,
-the run loop and objective, what a trial records, pruning, spills, selection of the best
+the run loop and objective, what a trial and the study record (`TrialRecord`, `StudyRecord`:
+the only readers and writers of Optuna's attributes), pruning, spills, selection of the best
 feasible trial, confirmation runs, progress lines, the end-of-run summary and storage."""
 
 from tuner.study._confirm import (
@@ -10,6 +11,13 @@ from tuner.study._confirm import (
     confirm_trials,
     reference_trial,
     top_candidates,
+)
+from tuner.study._constraints import (
+    CONSTRAINT_KEY,
+    CTX_CONSTRAINT_KEY,
+    LEGACY_CONSTRAINTS_ATTR,
+    constraint_values,
+    set_constraints,
 )
 from tuner.study._interrupt import Terminated, exit_code, termination_as_interrupt
 from tuner.study._prepare import settings_digest
@@ -24,7 +32,6 @@ from tuner.study._selection import (
 )
 from tuner.study._settings import RunSettings
 from tuner.study._spill import (
-    SPILL_ATTR,
     SpillPoint,
     like_key,
     mark_spills,
@@ -35,16 +42,17 @@ from tuner.study._storage import DEFAULT_STORAGE, check_storage, display_url, st
 from tuner.study._study import DIRECTIONS, counted_trials, make_objective
 from tuner.study._study_lookup import load_dm_tune_study, load_existing_study
 from tuner.study._study_name import check_study_name
+from tuner.study._study_record import StudyRecord
 from tuner.study._summary import floor_cost, render_summary
 from tuner.study._trial_record import (
-    CONSTRAINT_KEY,
-    CTX_CONSTRAINT_KEY,
-    LEGACY_CONSTRAINTS_ATTR,
-    constraint_values,
+    SPILL_ATTR,
+    TrialRecord,
+    enqueue,
+    made_trial,
     metrics_of,
     partial_figures,
+    record_settings,
     role_of,
-    set_constraints,
     settings_of,
     status_of,
     vram_predicted_mb,
@@ -65,7 +73,9 @@ __all__ = [
     "Remeasure",
     "RunSettings",
     "SpillPoint",
+    "StudyRecord",
     "Terminated",
+    "TrialRecord",
     "apply_confirmations",
     "candidates",
     "check_storage",
@@ -78,17 +88,20 @@ __all__ = [
     "decide",
     "describe_settings",
     "display_url",
+    "enqueue",
     "exit_code",
     "floor_cost",
     "is_feasible",
     "like_key",
     "load_dm_tune_study",
     "load_existing_study",
+    "made_trial",
     "make_objective",
     "mark_spills",
     "metrics_of",
     "pareto_front",
     "partial_figures",
+    "record_settings",
     "reference_trial",
     "render_summary",
     "role_of",

@@ -13,7 +13,6 @@ quieter machine than the confirmation's, which would make the comparison unfair 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ from optuna.trial import FrozenTrial
 from objectives.launch import Launcher, TrialSpec
 from objectives.metrics import NO_READING, Sample, TrialMetrics
 from tuner.study._selection import candidates, pareto_front, score
-from tuner.study._trial_record import objective_values, with_vram_constraint
+from tuner.study._study_record import StudyRecord, record_confirmations
+from tuner.study._trial_record import TrialRecord, objective_values, with_confirmation
 from tuner.vram import over_budget_mb, with_vram_reading
 
 Echo = Callable[[str], None]
@@ -42,7 +42,7 @@ def top_candidates(trials: Sequence[FrozenTrial], prefer: str, k: int) -> list[F
     seen: set[str] = set()
     out = []
     for t in [*ranked, *rest]:
-        key = str(t.user_attrs.get("key", t.number))
+        key = TrialRecord.from_frozen(t).key or str(t.number)
         if key not in seen:
             seen.add(key)
             out.append(t)
@@ -68,7 +68,7 @@ def reference_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
     """The app's own profile the before/after compares with (the study's first measurement of
     Desktop-Mate's "performance" profile), when it completed."""
     for t in trials:
-        if t.user_attrs.get("baseline") == REFERENCE and t.values is not None:
+        if TrialRecord.from_frozen(t).baseline == REFERENCE and t.values is not None:
             return t if t.state.name == "COMPLETE" else None
     return None
 
@@ -102,18 +102,20 @@ def confirm_trials(
     every candidate, then run 2 of every candidate, ...), so that the before/after figures
     share the machine's conditions (a busy machine slows both). The session number links each
     confirmation to the app profile's figures of that session (`reference_runs`)."""
-    done: dict[str, dict[str, Any]] = dict(study.user_attrs.get("confirmed", {}))
+    record = StudyRecord.from_study(study)
+    done = dict(record.confirmed)
     todo = [t for t in trials if str(t.number) not in done]
     if not todo:
         return done
-    budget = float(study.user_attrs["settings"]["vram_budget_mb"])
-    latency = str(study.user_attrs["settings"]["latency"])
-    offload = bool(study.user_attrs.get("gpu_offload"))
-    refs: dict[str, dict[str, Any]] = dict(study.user_attrs.get("reference_runs", {}))
+    settings = record.settings or {}
+    budget = float(settings["vram_budget_mb"])
+    latency = str(settings["latency"])
+    offload = bool(record.gpu_offload)
+    refs = dict(record.reference_runs)
     session = len(refs) + 1
     arms = [_Arm(t) for t in todo]
     ref = reference_trial(study.get_trials(deepcopy=False))
-    if ref is not None and "app_n_ctx" in ref.user_attrs:
+    if ref is not None and TrialRecord.from_frozen(ref).app_n_ctx is not None:
         ref = None  # a profile below the context floor keeps its study figures (trimmed turn)
     if ref is not None and all(t.number != ref.number for t in todo):
         arms.append(_Arm(ref))
@@ -121,7 +123,8 @@ def confirm_trials(
     for run in range(how.runs):
         for arm in arms if run % 2 == 0 else arms[::-1]:  # alternate the order
             order.append(arm.trial.number)
-            spec = TrialSpec.of(how.model_path, arm.trial.user_attrs["llama_kwargs"], how.workload)
+            kwargs = TrialRecord.from_frozen(arm.trial).llama_kwargs or {}
+            spec = TrialSpec.of(how.model_path, kwargs, how.workload)
             res = how.launcher.run(spec, how.timeout_s)
             ngl = int(spec.params.get("n_gpu_layers", 0))
             res = with_vram_reading(res, offload=offload, n_gpu_layers=ngl)
@@ -144,8 +147,7 @@ def confirm_trials(
             done[str(t.number)] = entry
             if entry["status"] == "ok":
                 echo(f"  confirm #{t.number}: {_figures(entry, t)}")
-    study.set_user_attr("confirmed", done)
-    study.set_user_attr("reference_runs", refs)
+    record_confirmations(study, done, refs)
     return done
 
 
@@ -201,9 +203,7 @@ def apply_confirmations(
             continue
         if c.get("status") != "ok":
             continue  # could not be re-measured: not exported
-        t2 = copy.deepcopy(t)
-        t2.values = list(c["values"])
-        t2.user_attrs = {**t.user_attrs, "metrics": c["metrics"], "confirmed": True}
-        t2.system_attrs = with_vram_constraint(t.system_attrs, float(c["over_budget_mb"]))
-        out.append(t2)
+        out.append(
+            with_confirmation(t, list(c["values"]), c["metrics"], float(c["over_budget_mb"]))
+        )
     return out

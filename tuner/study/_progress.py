@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -11,8 +12,8 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.launch import ChildResult
 from tuner.machine import crash_diagnosis
 from tuner.study._selection import choose_best
-from tuner.study._spill import SPILL_ATTR
-from tuner.vram import UNMEASURED_ATTR
+from tuner.study._study_record import StudyRecord
+from tuner.study._trial_record import TrialRecord
 
 STREAK_ANYWHERE = 5  # after the start, this many identical failures in a row also stop the study
 
@@ -89,54 +90,51 @@ class Progress:
         self.streak_sig: str | None = None
         self.streak = 0
         self.abort_reason: str | None = None
-        self.version = str(study.user_attrs.get("llama_cpp_version", "")) or None
+        self.version = StudyRecord.from_study(study).llama_cpp_version or None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.ran += 1
         self.count += 1
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.ran * max(self.total - self.count, 0)
-        status = trial.user_attrs.get("status", trial.state.name.lower())
-        named = trial.user_attrs.get("baseline") or trial.user_attrs.get("start")
+        r = TrialRecord.from_frozen(trial)
+        status = r.outcome
+        named = r.baseline or r.start
         tag = f" [{named}]" if named else ""
         if trial.state == TrialState.COMPLETE and trial.values:
             tps, lat = trial.values
-            vram = (trial.user_attrs.get("metrics") or {}).get("vram_mb")
+            vram = r.vram_mb
             vtxt = f", VRAM {vram:.0f} MB" if vram is not None else ""
             outcome = f"{tps:.1f} tok/s, {self.latency} TTFT {lat:.0f} ms{vtxt}"
             if status == "reused":
-                outcome += f" (reused trial {trial.user_attrs.get('reused_from')})"
+                outcome += f" (reused trial {r.reused_from})"
         else:
-            outcome = f"{status.upper()}: {trial.user_attrs.get('reason', '')}"
+            outcome = f"{status.upper()}: {r.reason or ''}"
         best = choose_best(study.get_trials(deepcopy=False), self.prefer)
         btxt = (
             f" | best #{best.number}: {best.values[0]:.1f} tok/s, {best.values[1]:.0f} ms"
             if best is not None and best.values
             else ""
         )
-        settings = describe_settings(trial.user_attrs.get("llama_kwargs", trial.params))
+        settings = describe_settings(r.settings)
         self.echo(
             f"[{self.count}/{self.total}] {_fmt_s(elapsed)} elapsed, ETA {_fmt_s(eta)} | "
             f"#{trial.number}{tag} {settings} -> {outcome}{btxt}"
         )
-        for why in (SPILL_ATTR, UNMEASURED_ATTR):
-            if why in trial.user_attrs:
-                self.echo(f"  #{trial.number} is over the VRAM budget: {trial.user_attrs[why]}")
+        for why in (r.spill, r.vram_unmeasured):
+            if why is not None:
+                self.echo(f"  #{trial.number} is over the VRAM budget: {why}")
         self._guard(study, trial)
 
     def _guard(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Count identical failures in a row; reused failures (same settings) count too."""
-        a = trial.user_attrs
-        failed = trial.state == TrialState.FAIL and a.get("status") not in ("interrupted", None)
-        if not failed:
+        r = TrialRecord.from_frozen(trial)
+        failed = trial.state == TrialState.FAIL and r.status not in ("interrupted", None)
+        if not failed or r.status is None:
             self.streak, self.streak_sig = 0, None
             return
-        res = ChildResult(
-            a["status"],
-            str(a.get("reason", "")),
-            returncode=a.get("returncode"),
-            phase=a.get("phase"),
-        )
+        status: Any = r.status  # a failure's status as the child gave it (a ChildResult's)
+        res = ChildResult(status, r.reason or "", returncode=r.returncode, phase=r.phase)
         sig = res.signature
         self.streak = self.streak + 1 if sig == self.streak_sig else 1
         self.streak_sig = sig

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from objectives.launch import Watch, Watcher
 from tuner.study._selection import is_feasible
+from tuner.study._trial_record import TrialRecord
 
 MIN_POINTS = 3  # don't prune before the study has this many feasible measurements
 PROMPT_FACTOR = 10.0
@@ -41,8 +42,9 @@ class Point:
 def points(study: optuna.Study) -> list[Point]:
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        m = t.user_attrs.get("metrics")
-        if m and is_feasible(t) and t.user_attrs.get("status") == "ok":
+        r = TrialRecord.from_frozen(t)
+        m = r.metrics
+        if m and is_feasible(t) and r.status == "ok":
             out.append(Point(t.number, m.get("vram_mb"), m["gen_tok_s"], m["ttft_ms"]))
     return out
 

@@ -25,6 +25,7 @@ from typing import Literal
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.study._spill import mark_spills
+from tuner.study._trial_record import TrialRecord
 
 Prefer = Literal["throughput", "latency", "balanced"]
 PREFER_CHOICES: tuple[str, ...] = ("throughput", "latency", "balanced")
@@ -42,7 +43,7 @@ def candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
         if t.state == TrialState.COMPLETE
         and t.values is not None
         and is_feasible(t)
-        and t.user_attrs.get("status") != "reused"  # a copy of an earlier trial's result
+        and TrialRecord.from_frozen(t).status != "reused"  # a copy of an earlier trial's result
     ]
 
 
@@ -60,12 +61,12 @@ def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def _vram(t: FrozenTrial) -> float:
-    v = (t.user_attrs.get("metrics") or {}).get("vram_mb")
-    return float(v) if v is not None else 0.0
+    v = TrialRecord.from_frozen(t).vram_mb
+    return v if v is not None else 0.0
 
 
 def _n_ctx(t: FrozenTrial) -> int:
-    return int((t.user_attrs.get("llama_kwargs") or t.params).get("n_ctx", 0))
+    return int(TrialRecord.from_frozen(t).settings.get("n_ctx", 0))
 
 
 def score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:

@@ -24,18 +24,17 @@ reveal an earlier spill). Either way the study's VRAM constraint of the trial is
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.study._trial_record import CONSTRAINT_KEY, with_vram_constraint
+from tuner.study._constraints import CONSTRAINT_KEY
+from tuner.study._trial_record import TrialRecord, with_spill
 from tuner.vram import free_vram_need_mb
 
 SPILL_FILL_PCT = 97.0  # device memory at least this % of the card's total
 SPILL_SPEED_RATIO = 0.5  # tok/s below this fraction of a comparable setting's
-SPILL_ATTR = "spill"  # the trial's user attribute with the reason
 # Settings that must be equal for two trials to be compared, and llama.cpp's default for each.
 _LIKE = (
     ("n_ctx", None),
@@ -119,16 +118,8 @@ def measured_points(trials: Iterable[FrozenTrial]) -> list[SpillPoint]:
     for t in trials:
         if t.state != TrialState.COMPLETE or not t.values:
             continue
-        settings = t.user_attrs.get("llama_kwargs")
-        gpu = t.user_attrs.get("gpu")
-        out.append(
-            spill_point(
-                t.number,
-                settings if isinstance(settings, dict) else t.params,
-                float(t.values[0]),
-                gpu if isinstance(gpu, dict) else {},
-            )
-        )
+        r = TrialRecord.from_frozen(t)
+        out.append(spill_point(t.number, r.settings, float(t.values[0]), r.gpu or {}))
     return out
 
 
@@ -149,7 +140,8 @@ def mark_spills(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     out = []
     for t in trials:
         p = by_number.get(t.number)
-        if p is None or p.device_total_mb is None or SPILL_ATTR in t.user_attrs:
+        r = TrialRecord.from_frozen(t)
+        if p is None or p.device_total_mb is None or r.spill is not None:
             out.append(t)  # not measured, no device reading, or marked when it completed
             continue
         reason = spill_reason(p, points)
@@ -157,16 +149,12 @@ def mark_spills(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
             out.append(t)
             continue
         over = float(t.constraints.get(CONSTRAINT_KEY, 0.0))
-        peak = _opt((t.user_attrs.get("metrics") or {}).get("vram_mb"))
-        t2 = copy.deepcopy(t)
-        t2.user_attrs = {**t.user_attrs, SPILL_ATTR: reason}
-        t2.system_attrs = with_vram_constraint(
-            t.system_attrs, spilled_over_budget_mb(over, peak, p.device_total_mb)
+        out.append(
+            with_spill(t, reason, spilled_over_budget_mb(over, r.vram_mb, p.device_total_mb))
         )
-        out.append(t2)
     return out
 
 
 def spilled(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The suspected spills of `trials` (marked copies), in order: for the summary."""
-    return [t for t in mark_spills(trials) if SPILL_ATTR in t.user_attrs]
+    return [t for t in mark_spills(trials) if TrialRecord.from_frozen(t).spill is not None]

@@ -10,6 +10,8 @@ import optuna
 from tuner.errors import UserError
 from tuner.study._storage import check_storage, display_url
 from tuner.study._study_name import check_study_name
+from tuner.study._study_record import StudyRecord
+from tuner.study._trial_record import TrialRecord
 
 
 def load_existing_study(storage: str, study_name: str | None) -> optuna.Study:
@@ -65,8 +67,9 @@ def load_dm_tune_study(storage: str, study_name: str | None) -> optuna.Study:
     """load_existing_study, refusing a study that `dm-tune run` did not make (the report and the
     trial list read dm-tune's attributes)."""
     study = load_existing_study(storage, study_name)
-    if "settings" not in study.user_attrs and not any(
-        "llama_kwargs" in t.user_attrs for t in study.get_trials(deepcopy=False)
+    if StudyRecord.from_study(study).settings is None and not any(
+        TrialRecord.from_frozen(t).llama_kwargs is not None
+        for t in study.get_trials(deepcopy=False)
     ):
         raise UserError(
             f"study '{study.study_name}' in {display_url(storage)} was not made by `dm-tune run` "

@@ -9,9 +9,10 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.space import ContextFloor
+from tuner.study._constraints import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
 from tuner.study._selection import choose_best, pareto_front
-from tuner.study._spill import SPILL_ATTR, mark_spills, spilled
-from tuner.study._trial_record import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
+from tuner.study._spill import mark_spills, spilled
+from tuner.study._trial_record import TrialRecord
 
 COLUMNS = ("trial", "role", "ngl", "n_ctx", "batch", "thr", "mlock", "tok/s", "TTFT ms", "VRAM MB")
 
@@ -48,15 +49,15 @@ class Row:
 
 def row_of(t: FrozenTrial, role: str) -> Row:
     values = t.values if t.state == TrialState.COMPLETE and t.values else [None, None]
-    metrics = t.user_attrs.get("metrics") or {}
+    r = TrialRecord.from_frozen(t)
     return Row(
         trial=t.number,
         role=role,
-        settings=t.user_attrs.get("llama_kwargs", t.params),
+        settings=r.settings,
         tok_s=values[0],
         ttft_ms=values[1],
-        vram_mb=metrics.get("vram_mb"),
-        status=t.user_attrs.get("status", t.state.name.lower()),
+        vram_mb=r.metrics.get("vram_mb"),
+        status=r.outcome,
     )
 
 
@@ -66,10 +67,10 @@ def summary_rows(trials: Sequence[FrozenTrial], prefer: str) -> list[Row]:
     best = choose_best(trials, prefer)
     if best is not None:
         rows.append(row_of(best, f"best ({prefer})"))
-    ref = next((t for t in trials if t.user_attrs.get("baseline") == "performance"), None)
+    ref = next((t for t in trials if TrialRecord.from_frozen(t).baseline == "performance"), None)
     ref = ref or (trials[0] if trials else None)
     if ref is not None and (best is None or ref.number != best.number):
-        role = ref.user_attrs.get("baseline", "first trial")
+        role = TrialRecord.from_frozen(ref).baseline or "first trial"
         rows.append(row_of(ref, role if ref.state == TrialState.COMPLETE else f"{role} (failed)"))
     return rows
 
@@ -98,13 +99,14 @@ def floor_cost(trials: Sequence[FrozenTrial]) -> dict[str, Any] | None:
         return None
     b = max(below, key=lambda t: t.values[0])
     a = max(at, key=lambda t: t.values[0])
+    below_r = TrialRecord.from_frozen(b)
     return {
         "best_at_floor": {"trial": a.number, "gen_tok_s": round(float(a.values[0]), 2)},
         "best_below_floor": {
             "trial": b.number,
             "gen_tok_s": round(float(b.values[0]), 2),
-            "n_ctx": int((b.user_attrs.get("llama_kwargs") or {}).get("n_ctx", 0)),
-            "history_turns": (b.user_attrs.get("metrics") or {}).get("history_turns"),
+            "n_ctx": int((below_r.llama_kwargs or {}).get("n_ctx", 0)),
+            "history_turns": below_r.metrics.get("history_turns"),
         },
     }
 
@@ -134,7 +136,7 @@ def render_summary(
 ) -> str:
     counts: dict[str, int] = {}
     for t in trials:
-        st = t.user_attrs.get("status", t.state.name.lower())
+        st = TrialRecord.from_frozen(t).outcome
         counts[st] = counts.get(st, 0) + 1
     head = f"{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
     rows = summary_rows(trials, prefer)
@@ -150,7 +152,7 @@ def render_summary(
             f"{best.ttft_ms / ref.ttft_ms:.2f}x first-token latency."
         )
     for t in spilled(trials):
-        out.append(f"#{t.number} is over the VRAM budget: {t.user_attrs[SPILL_ATTR]}")
+        out.append(f"#{t.number} is over the VRAM budget: {TrialRecord.from_frozen(t).spill}")
     front = pareto_front(trials)
     if front:
         pts = ", ".join(

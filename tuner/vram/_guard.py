@@ -13,6 +13,7 @@ tiers) is clearly over the budget.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,12 +75,9 @@ class VramGuard:
         pair = (pred.total_mb - pred.overhead_mb, measured_mb)
         self.pairs.setdefault(overhead_class(params), []).append(pair)
 
-    def seed(self, trials: list[Any]) -> None:
-        """Learn from the loaded trials of an earlier run of the study (a resume)."""
-        for t in trials:
-            pred = t.user_attrs.get("vram_predicted")
-            vram = (t.user_attrs.get("metrics") or {}).get("vram_mb")
-            params = t.user_attrs.get("llama_kwargs") or {}
-            if pred and vram is not None and t.user_attrs.get("status") == "ok":
-                pair = (float(pred["total_mb"]) - float(pred["overhead_mb"]), float(vram))
-                self.pairs.setdefault(overhead_class(params), []).append(pair)
+    def seed(self, loaded: Iterable[tuple[dict[str, Any], Mapping[str, float], float]]) -> None:
+        """Learn from the loaded trials of an earlier run of the study (a resume): each one's
+        settings, prediction (VramPrediction.to_dict) and measured peak."""
+        for params, pred, vram in loaded:
+            pair = (float(pred["total_mb"]) - float(pred["overhead_mb"]), float(vram))
+            self.pairs.setdefault(overhead_class(params), []).append(pair)
