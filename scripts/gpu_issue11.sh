@@ -81,7 +81,7 @@ anchors() {
   free=$(free_mib); plan=$R/anchors-$m-plan.json
   python3 scripts/anchors.py plan --model "${MODELS[$m]}" --profile "$prof" \
     --fit-answer "@$R/fit-$m.txt" --free-mib "$free" --total-mib "$HOLD_LEAVE_MIB" --floor 4096 \
-    --sweep --out "$plan" > "$R/anchors-$m.log" 2>&1 || return 1
+    --sweep --sweep-shape "${SWEEP_SHAPE:-cross}" --out "$plan" > "$R/anchors-$m.log" 2>&1 || return 1
   python3 scripts/anchors.py measure --plan "$plan" --model "${MODELS[$m]}" \
     --storage "sqlite:///$R/$m-free.db" --study "$m-free" --runs 3 \
     --out "$R/anchors-$m-results.json" --deadline-s "${ANCHOR_DEADLINE_S:-1500}" >> "$R/anchors-$m.log" 2>&1
