@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from tuner.errors import UserError
 
 # owned by the profile loader (the app vendors it: it imports nothing from dm-tune)
-from tuner.profile._app import describe_yaml_error
+from tuner.profile.llm_profile import describe_yaml_error
 
 M = TypeVar("M", bound=BaseModel)
 TMP_MARK = ".dm-tune-tmp"  # our temporary files: `.<name>.<pid>.dm-tune-tmp`

@@ -28,7 +28,7 @@ from tuner.profile import (
     select_profile,
     select_tier,
 )
-from tuner.profile import _app as profile_mod
+from tuner.profile import llm_profile as profile_mod
 
 
 def test_importing_the_loader_pulls_in_no_heavy_library_and_no_other_dm_tune_module() -> None:
@@ -42,7 +42,7 @@ def test_importing_the_loader_pulls_in_no_heavy_library_and_no_other_dm_tune_mod
         "tuner",
         "tuner.history_fit",
         "tuner.profile",
-        "tuner.profile._app",
+        "tuner.profile.llm_profile",
     ]
 
 

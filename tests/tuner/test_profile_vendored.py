@@ -1,6 +1,6 @@
-"""The loader as Desktop-Mate vendors it: tuner/profile/_app.py and tuner/history_fit.py copied
-into the app, run in a fresh virtual environment that holds PyYAML alone (no pydantic, optuna,
-pynvml, nor the rest of dm-tune)."""
+"""The loader as Desktop-Mate vendors it: tuner/profile/llm_profile.py and tuner/history_fit.py
+copied into the app, run in a fresh virtual environment that holds PyYAML alone (no pydantic,
+optuna, pynvml, nor the rest of dm-tune)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from profile_data import MakeTrial, write_cpu_profile
 from tuner.profile import fit_history
 
 ROOT = Path(__file__).resolve().parents[2]
-VENDORED = {"llm_profile.py": "tuner/profile/_app.py", "history_fit.py": "tuner/history_fit.py"}
+VENDORED = {
+    "llm_profile.py": "tuner/profile/llm_profile.py",
+    "history_fit.py": "tuner/history_fit.py",
+}
 DOCS_PROFILE = ROOT / "docs/benchmarks/data/gpu/run5-pressure/profile-7b-free.yaml"
 
 # Run in the bare venv: the app's start-up, then what it imported.

@@ -1,9 +1,10 @@
 """Profiles: the file Desktop-Mate loads, and how dm-tune builds, exports, verifies and soaks it.
 
 The app imports this package at start-up (or vendors its loader, see below), so this `__init__`
-imports only the loader and selector (`_app`) and the app's history helper (`fit_history`, from
-`tuner.history_fit`): no pydantic, optuna or plotly (tests/tuner/test_profile.py checks it in a
-fresh interpreter). The app can vendor those two files instead: tuner/profile/_app.py and
+imports only the loader and selector (`llm_profile`: the app vendors it as
+`src/ai/llm_profile.py`) and the app's history helper (`fit_history`, from `tuner.history_fit`):
+no pydantic, optuna or plotly (tests/tuner/test_profile.py checks it in a fresh interpreter).
+The app can vendor those two files instead: tuner/profile/llm_profile.py and
 tuner/history_fit.py need PyYAML only (tests/tuner/test_profile_vendored.py). dm-tune's side is
 in public submodules that import optuna, so they are imported by name, never from here:
 `tuner.profile.build` (a profile from a study, and writing it), `tuner.profile.export`
@@ -11,7 +12,7 @@ in public submodules that import optuna, so they are imported by name, never fro
 (`dm-tune soak`) and `tuner.profile.run` (the model and free VRAM a verify or soak runs with)."""
 
 from tuner.history_fit import fit_history
-from tuner.profile._app import (
+from tuner.profile.llm_profile import (
     APP_KEYS,
     MAX_PROFILE_BYTES,
     PROFILE_VERSION,

@@ -22,7 +22,7 @@ Tiers (names match Desktop-Mate's GPU_PROFILES, so `"gpu_profile": "performance"
 - with the app's `conversation` (its context floor) the profile is `version: 2`; without it
   (a study made before the floor was recorded) `version: 1`.
 
-The profile is made of the loader's dataclasses (tuner/profile/_app.py, the one schema) and
+The profile is made of the loader's dataclasses (tuner/profile/llm_profile.py, the one schema) and
 written through `Profile.to_dict()` (`write_profile`), so what the app reads is what was checked.
 """
 
@@ -40,7 +40,7 @@ from optuna.trial import FrozenTrial
 from objectives.llama_params import KV_TYPES, to_llama_kwargs
 from objectives.metrics import cv
 from tuner import __version__
-from tuner.profile._app import (
+from tuner.profile.llm_profile import (
     Conversation,
     LlamaKeys,
     Measured,

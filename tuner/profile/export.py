@@ -12,8 +12,8 @@ from optuna.trial import FrozenTrial
 
 from tuner.errors import UserError
 from tuner.model_file import sha256_cached
-from tuner.profile._app import Measured, Profile, ProfileError, quick_digest
 from tuner.profile.build import build_profile, write_profile
+from tuner.profile.llm_profile import Measured, Profile, ProfileError, quick_digest
 from tuner.study import (
     REFERENCE,
     Remeasure,

@@ -15,7 +15,7 @@ from objectives.nvml import list_gpus
 from tuner.errors import UserError
 from tuner.machine import DEMO_MODEL_SHA256, ensure_demo_model
 from tuner.model_file import sha256_cached
-from tuner.profile._app import Profile, ProfileError, check_model, load_profile
+from tuner.profile.llm_profile import Profile, ProfileError, check_model, load_profile
 
 
 def open_profile(path: Path) -> Profile:

@@ -31,7 +31,7 @@ from objectives.workload import Workload
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
 from tuner.paths import default_config
-from tuner.profile._app import APP_KEYS, Profile, ProfileError, Tier
+from tuner.profile.llm_profile import APP_KEYS, Profile, ProfileError, Tier
 from tuner.profile.run import FreeVram, free_vram, open_profile, resolve_model
 from tuner.yaml_io import load_model
 
