@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.model_file import sha256_cached
 from tuner.profile._app import Measured, Profile, ProfileError, quick_digest
@@ -25,7 +25,6 @@ from tuner.study import (
     reference_trial,
 )
 
-Echo = Callable[[str], None]
 MAX_CONFIRM_ROUNDS = 3
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from objectives.launch import ColdLauncher, Launcher
 from objectives.soak_child import SoakSpec
 from objectives.workload import Workload
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
 from tuner.paths import default_config
@@ -45,8 +45,6 @@ APP_STOP = ("<|user|>", "<|system|>")
 LEAK_FRACTION = 0.05
 LEAK_MB = 50.0
 REFERENCE_MESSAGE = 10
-
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ which says nothing about the profile.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from objectives.launch import ColdLauncher, Launcher, TrialSpec
 from objectives.workload import Workload
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
 from tuner.paths import default_config
@@ -27,7 +27,6 @@ from tuner.profile.run import FreeVram, free_vram, open_profile, resolve_model
 from tuner.yaml_io import load_model
 
 Verdict = Literal["pass", "fail", "skipped", "unrecorded"]
-Echo = Callable[[str], None]
 
 
 def _median(xs: tuple[float, ...]) -> float | None:

@@ -14,7 +14,7 @@ quieter machine than the confirmation's, which would make the comparison unfair 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,10 @@ from optuna.trial import FrozenTrial
 
 from objectives.launch import Launcher, TrialSpec
 from objectives.metrics import NO_READING, Sample, TrialMetrics
+from tuner.echo import Echo
 from tuner.study._selection import candidates, pareto_front, score
 from tuner.study._trial_record import objective_values, with_vram_constraint
 from tuner.vram import over_budget_mb, with_vram_reading
-
-Echo = Callable[[str], None]
 
 
 def top_candidates(trials: Sequence[FrozenTrial], prefer: str, k: int) -> list[FrozenTrial]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.launch import ChildResult
+from tuner.echo import Echo
 from tuner.machine import crash_diagnosis
 from tuner.study._selection import choose_best
 from tuner.study._spill import SPILL_ATTR
@@ -76,7 +76,7 @@ class Progress:
         latency: str,
         prefer: str,
         max_same_failures: int,
-        echo: Callable[[str], None],
+        echo: Echo,
     ) -> None:
         self.total = total
         self.count = start_count

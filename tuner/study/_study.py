@@ -20,6 +20,7 @@ from objectives.launch import (
 )
 from objectives.llama_buffers import parse_buffers
 from objectives.metrics import NO_READING
+from tuner.echo import Echo
 from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
 from tuner.study._interrupt import describe, exit_code, termination_as_interrupt
@@ -44,7 +45,6 @@ from tuner.study._trial_record import (
 )
 from tuner.vram import UNMEASURED_ATTR, unmeasured_reason, with_vram_reading
 
-Echo = Callable[[str], None]
 APP_N_CTX = "app_n_ctx"  # a below-floor profile's own n_ctx (see _enqueue_baselines)
 DIRECTIONS: list[optuna.study.StudyDirection] = [
     optuna.study.StudyDirection.MAXIMIZE,
