@@ -15,14 +15,12 @@ from collections.abc import Sequence
 from string import Formatter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from tuner.yaml_io import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Template(_Strict):
+class Template(StrictModel):
     system: str = "<|system|>\n{text}</|system|>\n"
     user: str = "<|user|>\n{text}</|user|>\n"
     assistant: str = "<|assistant|>\n{text}</|assistant|>\n"
@@ -45,24 +43,24 @@ class Template(_Strict):
         return self
 
 
-class Turn(_Strict):
+class Turn(StrictModel):
     user: str
     assistant: str
 
 
-class NextTurn(_Strict):
+class NextTurn(StrictModel):
     assistant: str = Field(description="the reply the app stores for the measured message")
     user: str = Field(description="the user's following message (the next turn)")
 
 
-class App(_Strict):
+class App(StrictModel):
     """What the app does with the conversation (data/config.json)."""
 
     turns_kept: int = Field(default=10, ge=1, le=200, description="context_limit")
     max_tokens: int = Field(default=512, ge=1, le=32768, description="the reply limit it asks")
 
 
-class Workload(_Strict):
+class Workload(StrictModel):
     """The app's conversation plus the measurement protocol."""
 
     version: int = 2

@@ -11,21 +11,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from objectives.llama_params import KV_TYPES
 from tuner.errors import UserError
-from tuner.yaml_io import load_model
+from tuner.yaml_io import StrictModel, load_model
 
 Auto = Literal["auto"]
 LLAMA_DEFAULT_UBATCH = 512  # llama_cpp.Llama(n_ubatch=512)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IntRange(_Strict):
+class IntRange(StrictModel):
     enabled: bool = True
     low: int | Auto = 1
     high: int | Auto = "auto"
@@ -39,7 +35,7 @@ class IntRange(_Strict):
         return self
 
 
-class IntChoices(_Strict):
+class IntChoices(StrictModel):
     enabled: bool | Auto = True
     choices: tuple[int, ...] = Field(min_length=1)
 
@@ -50,11 +46,11 @@ class IntChoices(_Strict):
         return self
 
 
-class Flag(_Strict):
+class Flag(StrictModel):
     enabled: bool | Auto = True
 
 
-class KvChoices(_Strict):
+class KvChoices(StrictModel):
     enabled: bool = False
     choices: tuple[str, ...] = ("f16", "q8_0", "q4_0")
     quality_affecting: bool = True
@@ -67,7 +63,7 @@ class KvChoices(_Strict):
         return self
 
 
-class SearchSpaceConfig(_Strict):
+class SearchSpaceConfig(StrictModel):
     version: int = 1
     n_threads: IntRange = IntRange()
     n_batch: IntChoices = IntChoices(choices=(32, 64, 128, 256, 512, 1024))
