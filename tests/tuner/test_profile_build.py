@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+import yaml
 from optuna.trial import FrozenTrial
 from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial, confirmation, over_budget
 
-from tuner.profile import Profile, ProfileError
+from tuner.profile import Prefer, Profile, ProfileError
 from tuner.profile.build import build_profile, profile_to_yaml
 from tuner.study import apply_confirmations
 from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
@@ -132,6 +133,18 @@ def test_storage_password_is_not_written(make_trial: MakeTrial) -> None:
 def test_no_feasible_trial_is_a_clear_error(make_trial: MakeTrial) -> None:
     with pytest.raises(ProfileError, match="no completed trial fits the VRAM budget"):
         _build([make_trial(90, 150, 7000, 31)])
+
+
+def test_the_prefer_rule_is_written_as_its_word_and_read_back_as_the_enum(
+    make_trial: MakeTrial,
+) -> None:
+    """The file holds plain `prefer: latency` (what the app and older dm-tunes read)."""
+    text = profile_to_yaml(_build([make_trial(20, 900, None, 0)], prefer=Prefer.LATENCY))
+    assert yaml.safe_load(text)["provenance"]["prefer"] == "latency"
+    assert "\n  prefer: latency\n" in text
+    back = Profile.from_dict(yaml.safe_load(text))
+    assert back.provenance.prefer is Prefer.LATENCY
+    assert f"prefer={back.provenance.prefer}." == "prefer=latency."  # as messages show it
 
 
 def test_unknown_prefer_is_refused(make_trial: MakeTrial) -> None:

@@ -56,6 +56,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.paths import ROOT, default_config
+from tuner.profile import Prefer
 from tuner.space import (
     Machine,
     SearchSpace,
@@ -234,7 +235,7 @@ class Table:
             _frozen(i, c.params, c.values, self.constraint(c))
             for i, c in enumerate(self.feasible())
         ]
-        best = choose_best(trials, "balanced")
+        best = choose_best(trials, Prefer.BALANCED)
         assert best is not None
         return self.cells[key_of(dict(best.user_attrs["llama_kwargs"]))]
 
@@ -378,7 +379,7 @@ def trials_to_balanced(
     trials: list[FrozenTrial] = []
     for i, o in enumerate(outcomes, 1):
         trials.append(_frozen(i - 1, o.params, o.values, o.constraint))
-        best = choose_best(trials, "balanced")
+        best = choose_best(trials, Prefer.BALANCED)
         if (
             best is not None
             and best.values[0] >= target[0] * (1.0 - tol)

@@ -8,18 +8,18 @@ from typing import Annotated
 
 import typer
 
-from tuner.paths import default_config
-
-DEFAULT_WORKLOAD = default_config("workload.yaml")
+from tuner.cli._options import (
+    DEFAULT_WORKLOAD,
+    NoWaitOption,
+    ProfileArgument,
+    ProfileModelOption,
+)
 
 
 def soak(
-    path: Annotated[Path, typer.Argument(help="Profile YAML written by `dm-tune export`")],
+    path: ProfileArgument,
     messages: Annotated[int, typer.Option("--messages", help="Chat messages to send")] = 100,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="GGUF the profile was measured with (default: demo)"),
-    ] = None,
+    model: ProfileModelOption = None,
     tier: Annotated[
         str | None,
         typer.Option(
@@ -61,10 +61,7 @@ def soak(
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for each of the two conversations")
     ] = 3600.0,
-    no_wait: Annotated[
-        bool,
-        typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
-    ] = False,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Chat twice with the app's prompt format and settings, each in one process: the app as it
     is (its five Llama keys, the last interactions) and the app with fit_history (the whole

@@ -7,17 +7,17 @@ from typing import Annotated
 
 import typer
 
-from tuner.paths import default_config
-
-DEFAULT_WORKLOAD = default_config("workload.yaml")
+from tuner.cli._options import (
+    DEFAULT_WORKLOAD,
+    NoWaitOption,
+    ProfileArgument,
+    ProfileModelOption,
+)
 
 
 def verify(
-    path: Annotated[Path, typer.Argument(help="Profile YAML written by `dm-tune export`")],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="GGUF the profile was measured with (default: demo)"),
-    ] = None,
+    path: ProfileArgument,
+    model: ProfileModelOption = None,
     runs: Annotated[int, typer.Option("--runs", help="Fresh processes per tier")] = 3,
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Allowed tok/s drop below the recorded median")
@@ -29,10 +29,7 @@ def verify(
         Path, typer.Option("--workload", help="The workload the study used")
     ] = DEFAULT_WORKLOAD,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per run")] = 600.0,
-    no_wait: Annotated[
-        bool,
-        typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
-    ] = False,
+    no_wait: NoWaitOption = False,
     tier: Annotated[
         list[str] | None,
         typer.Option("--tier", help="Verify only this tier (repeatable; `default`: the default)"),

@@ -45,6 +45,7 @@ from tuner.profile._app import (
     LlamaKeys,
     Measured,
     ModelRef,
+    Prefer,
     Profile,
     ProfileError,
     Provenance,
@@ -158,7 +159,7 @@ def _spread_note(t: FrozenTrial) -> str:
     )
 
 
-def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer: str) -> Tier:
+def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer: Prefer) -> Tier:
     measured = _measured(t)
     vram = measured.vram_mb or 0.0
     need = free_vram_need_mb(vram)
@@ -179,7 +180,9 @@ def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer:
     )
 
 
-def _cpu_tier(t: FrozenTrial, *, measured: bool, prefer: str, cpu: str, source: str = "") -> Tier:
+def _cpu_tier(
+    t: FrozenTrial, *, measured: bool, prefer: Prefer, cpu: str, source: str = ""
+) -> Tier:
     m = _measured(t) if measured else None
     if m is not None:
         description = (
@@ -219,7 +222,7 @@ def build_profile(
     model: dict[str, Any],
     provenance: dict[str, Any],
     budget_mb: float,
-    prefer: str,
+    prefer: Prefer,
     gpu_present: bool,
     tier_fractions: Sequence[float] = (1.0, 0.75, 0.5),
     confirmed: set[int] | None = None,

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial
 from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.model_file import sha256_cached
-from tuner.profile._app import Measured, Profile, ProfileError, quick_digest
+from tuner.profile._app import Measured, Prefer, Profile, ProfileError, quick_digest
 from tuner.profile.build import build_profile, write_profile
 from tuner.study import (
     REFERENCE,
@@ -143,7 +143,7 @@ def _model_ref(m: dict[str, Any]) -> dict[str, Any]:
     return ref
 
 
-def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
+def study_profile(study: optuna.Study, *, prefer: Prefer, storage: str) -> Profile:
     """The tiered profile of the study's feasible trials, on confirmed figures where the study
     holds them (`confirmed`); what export writes, and what the report compares with."""
     attrs = study.user_attrs
@@ -174,7 +174,7 @@ def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
 def export_profile(
     study: optuna.Study,
     *,
-    prefer: str,
+    prefer: Prefer,
     out_dir: Path,
     storage: str,
     output: Path | None = None,

@@ -25,12 +25,13 @@ from optuna.trial import FrozenTrial
 from objectives.launch import Launcher, TrialSpec
 from objectives.metrics import NO_READING, Sample, TrialMetrics
 from tuner.echo import Echo
+from tuner.profile import Prefer
 from tuner.study._selection import candidates, pareto_front, score
 from tuner.study._trial_record import objective_values, with_vram_constraint
 from tuner.vram import over_budget_mb, with_vram_reading
 
 
-def top_candidates(trials: Sequence[FrozenTrial], prefer: str, k: int) -> list[FrozenTrial]:
+def top_candidates(trials: Sequence[FrozenTrial], prefer: Prefer, k: int) -> list[FrozenTrial]:
     """The Pareto front ordered by the export rule, then the other feasible trials."""
     cands = candidates(trials)
     front = pareto_front(trials)
@@ -73,7 +74,7 @@ def reference_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 
 
 def confirm(
-    study: optuna.Study, *, prefer: str, k: int, how: Remeasure, echo: Echo = print
+    study: optuna.Study, *, prefer: Prefer, k: int, how: Remeasure, echo: Echo = print
 ) -> dict[str, dict[str, Any]]:
     """Re-measure the top `k` candidates; store and return every confirmation so far."""
     return confirm_trials(

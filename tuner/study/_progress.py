@@ -10,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from objectives.launch import ChildResult
 from tuner.echo import Echo
 from tuner.machine import crash_diagnosis
+from tuner.profile import Prefer
 from tuner.study._selection import choose_best
 from tuner.study._spill import SPILL_ATTR
 from tuner.vram import UNMEASURED_ATTR
@@ -74,7 +75,7 @@ class Progress:
         total: int,
         start_count: int,
         latency: str,
-        prefer: str,
+        prefer: Prefer,
         max_same_failures: int,
         echo: Echo,
     ) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.profile import Prefer
 from tuner.space import ContextFloor
 from tuner.study._selection import choose_best, pareto_front
 from tuner.study._spill import SPILL_ATTR, mark_spills, spilled
@@ -60,7 +61,7 @@ def row_of(t: FrozenTrial, role: str) -> Row:
     )
 
 
-def summary_rows(trials: Sequence[FrozenTrial], prefer: str) -> list[Row]:
+def summary_rows(trials: Sequence[FrozenTrial], prefer: Prefer) -> list[Row]:
     """Best (by `prefer`), then the 'performance' baseline (or the first trial) for comparison."""
     rows: list[Row] = []
     best = choose_best(trials, prefer)
@@ -130,7 +131,7 @@ def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]
 
 
 def render_summary(
-    trials: Sequence[FrozenTrial], prefer: str, floor: ContextFloor | None = None
+    trials: Sequence[FrozenTrial], prefer: Prefer, floor: ContextFloor | None = None
 ) -> str:
     counts: dict[str, int] = {}
     for t in trials:
