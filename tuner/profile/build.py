@@ -53,13 +53,13 @@ from tuner.profile._app import (
     Stat,
     Tier,
 )
+from tuner.space import KV_KNOBS
 from tuner.study import PREFER_CHOICES, candidates, choose_best, display_url
 from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
 from tuner.yaml_io import write_atomic
 
 CPU_TIER = "cpu_fallback"
 _NAMES = {1.0: "performance", 0.75: "balanced", 0.5: "low_vram"}
-_KV_KNOBS = ("type_k", "type_v")
 
 
 def tier_name(fraction: float) -> str:
@@ -210,10 +210,15 @@ def _cpu_tier(
     )
 
 
-def _quality_affecting(tiers: Sequence[Tier]) -> list[str]:
-    """KV cache types other than f16 change the model's answers (not only its speed)."""
+def _quality_affecting(tiers: Sequence[Tier], knobs: Sequence[str]) -> list[str]:
+    """The flagged knobs (the search space's `quality_affecting`) that a tier sets to a KV cache
+    type other than f16: those change the model's answers, not only its speed."""
     f16 = KV_TYPES["f16"]
-    return [k for k in _KV_KNOBS if any(getattr(t.llama, k) not in (None, f16) for t in tiers)]
+    return [
+        k
+        for k in KV_KNOBS
+        if k in knobs and any(getattr(t.llama, k) not in (None, f16) for t in tiers)
+    ]
 
 
 def build_profile(
@@ -227,6 +232,7 @@ def build_profile(
     tier_fractions: Sequence[float] = (1.0, 0.75, 0.5),
     confirmed: set[int] | None = None,
     conversation: dict[str, Any] | None = None,
+    quality_knobs: Sequence[str] = KV_KNOBS,
 ) -> Profile:
     """The profile for `trials` (see the module docstring for the rule).
 
@@ -234,7 +240,7 @@ def build_profile(
     budget, prefer rule, creation time and dm-tune version are filled in here. `trials` carry
     the confirmed metrics where re-measured (tuner.study.apply_confirmations); `conversation`
     is the app's conversation and context floor (tuner.profile.Conversation), None for a study
-    made without one.
+    made without one; `quality_knobs` the knobs the search space flags as quality_affecting.
     """
     if prefer not in PREFER_CHOICES:
         raise ProfileError(f"prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
@@ -304,7 +310,7 @@ def build_profile(
                 else Conversation.from_dict(conversation, ("conversation",))
             ),
             default_tier=tiers[0].name,
-            quality_affecting=_quality_affecting(tiers),
+            quality_affecting=_quality_affecting(tiers, quality_knobs),
             tiers=tiers,
         )
     except SchemaError as exc:

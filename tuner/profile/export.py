@@ -14,6 +14,7 @@ from tuner.errors import UserError
 from tuner.model_file import sha256_cached
 from tuner.profile._app import Measured, Prefer, Profile, ProfileError, quick_digest
 from tuner.profile.build import build_profile, write_profile
+from tuner.space import KV_KNOBS
 from tuner.study import (
     REFERENCE,
     Remeasure,
@@ -166,6 +167,8 @@ def study_profile(study: optuna.Study, *, prefer: Prefer, storage: str) -> Profi
             prefer=prefer,
             gpu_present=gpu_present,
             conversation=_conversation(study, study.get_trials(deepcopy=False)),
+            # the search space's flags (studies made before they were recorded: every KV knob)
+            quality_knobs=tuple(attrs.get("quality_affecting", KV_KNOBS)),
         )
     except ProfileError as exc:
         raise UserError(str(exc)) from None

@@ -19,6 +19,7 @@ from tuner.yaml_io import StrictModel, load_model
 
 Auto = Literal["auto"]
 LLAMA_DEFAULT_UBATCH = 512  # llama_cpp.Llama(n_ubatch=512)
+KV_KNOBS = ("type_k", "type_v")  # the KV cache types: quantized, they change the answers
 
 
 class IntRange(StrictModel):
@@ -53,7 +54,7 @@ class Flag(StrictModel):
 class KvChoices(StrictModel):
     enabled: bool = False
     choices: tuple[str, ...] = ("f16", "q8_0", "q4_0")
-    quality_affecting: bool = True
+    quality_affecting: bool = True  # a tier setting it (not f16) is listed so in the profile
 
     @model_validator(mode="after")
     def _known(self) -> KvChoices:
@@ -77,6 +78,11 @@ class SearchSpaceConfig(StrictModel):
     n_threads_batch: IntRange = IntRange(enabled=False)
     type_k: KvChoices = KvChoices()
     type_v: KvChoices = KvChoices()
+
+    def quality_affecting(self) -> tuple[str, ...]:
+        """The knobs whose flag is set, enabled or not (a start point may set a knob the search
+        leaves alone): the profile's `quality_affecting` lists those its tiers set."""
+        return tuple(name for name in KV_KNOBS if getattr(self, name).quality_affecting)
 
     @model_validator(mode="after")
     def _version(self) -> SearchSpaceConfig:
@@ -109,14 +115,6 @@ class SearchSpace:
     machine: Machine
     n_ctx_choices: tuple[int, ...]
     notices: tuple[str, ...]
-
-    @property
-    def quality_affecting(self) -> tuple[str, ...]:
-        return tuple(
-            name
-            for name in ("type_k", "type_v")
-            if getattr(self.config, name).enabled and getattr(self.config, name).quality_affecting
-        )
 
     def _bounds(self, r: IntRange, auto: int) -> tuple[int, int]:
         low = auto if r.low == "auto" else r.low

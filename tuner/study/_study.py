@@ -193,6 +193,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         study.set_user_attr("workload_spec", ctx.workload_spec())
         study.set_user_attr("confirm_spec", ctx.confirm_spec())
         study.set_user_attr("context_floor", ctx.floor.to_profile())
+        study.set_user_attr("quality_affecting", list(ctx.space.config.quality_affecting()))
         study.set_user_attr("objectives", ["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
