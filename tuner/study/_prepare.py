@@ -68,11 +68,6 @@ class Context:
     floor: ContextFloor
     vram_guard: VramGuard | None = None  # set where trials can use an NVIDIA GPU
 
-    @property
-    def gpu_active(self) -> bool:
-        """Trials can put work on an NVIDIA GPU (one is present and the build offloads)."""
-        return bool(self.hardware.gpus) and self.probe.gpu_offload
-
     def workload_spec(self, n_ctx: int | None = None) -> dict[str, Any]:
         """What a trial child measures. A profile whose `n_ctx` is below the floor (one of the
         app's own, measured for the before/after table) gets the steady-state turn with only
