@@ -69,11 +69,17 @@ from tuner.space import (
     resolve,
     starting_trials,
 )
-from tuner.study import DIRECTIONS, choose_best, constraint_values, set_constraints
+from tuner.study import (
+    DIRECTIONS,
+    RunSettings,
+    choose_best,
+    constraint_values,
+    set_constraints,
+)
 from tuner.vram import over_budget_mb
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
-BUDGET_MB = 6144.0  # RunSettings' default VRAM budget; every CPU trial is feasible under it
+BUDGET_MB = RunSettings.vram_budget_mb  # the default; every CPU trial is feasible under it
 # Llama(...) settings a search space can hold: the CSV columns that are settings, not metrics.
 SETTING_NAMES = tuple(k for k in SearchSpaceConfig.model_fields if k != "version")
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from tuner.cli._options import (
+    RUN_DEFAULTS,
     ConfirmRunsOption,
     ProfileDirOption,
     StorageOption,
@@ -35,10 +36,10 @@ def export(
             "--confirm", help="Re-measure this many top candidates first (needs the model file)"
         ),
     ] = 0,
-    confirm_runs: ConfirmRunsOption = 2,
+    confirm_runs: ConfirmRunsOption = RUN_DEFAULTS.confirm_runs,
     timeout: Annotated[
         float, typer.Option("--trial-timeout", help="Seconds per re-measurement")
-    ] = 600.0,
+    ] = RUN_DEFAULTS.trial_timeout_s,
     no_wait: Annotated[
         bool,
         typer.Option(

@@ -14,11 +14,12 @@ from tuner.cli._options import (
     ProfileArgument,
     ProfileModelOption,
 )
+from tuner.profile.soak import CONVERSATION_TIMEOUT_S, MESSAGES, REPLY_TOKENS
 
 
 def soak(
     path: ProfileArgument,
-    messages: Annotated[int, typer.Option("--messages", help="Chat messages to send")] = 100,
+    messages: Annotated[int, typer.Option("--messages", help="Chat messages to send")] = MESSAGES,
     model: ProfileModelOption = None,
     tier: Annotated[
         str | None,
@@ -38,7 +39,7 @@ def soak(
     ] = None,
     reply_tokens: Annotated[
         int, typer.Option("--reply-tokens", help="Cap on each soak reply (typical length)")
-    ] = 60,
+    ] = REPLY_TOKENS,
     long_replies: Annotated[
         bool,
         typer.Option(
@@ -60,7 +61,7 @@ def soak(
     ] = DEFAULT_WORKLOAD,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for each of the two conversations")
-    ] = 3600.0,
+    ] = CONVERSATION_TIMEOUT_S,
     no_wait: NoWaitOption = False,
 ) -> None:
     """Chat twice with the app's prompt format and settings, each in one process: the app as it

@@ -13,22 +13,23 @@ from tuner.cli._options import (
     ProfileArgument,
     ProfileModelOption,
 )
+from tuner.profile.verify import RUN_TIMEOUT_S, RUNS, TOLERANCE
 
 
 def verify(
     path: ProfileArgument,
     model: ProfileModelOption = None,
-    runs: Annotated[int, typer.Option("--runs", help="Fresh processes per tier")] = 3,
+    runs: Annotated[int, typer.Option("--runs", help="Fresh processes per tier")] = RUNS,
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Allowed tok/s drop below the recorded median")
-    ] = 0.10,
+    ] = TOLERANCE,
     repeats: Annotated[
         int | None, typer.Option("--repeats", help="Measured answers per run (default: workload)")
     ] = None,
     workload: Annotated[
         Path, typer.Option("--workload", help="The workload the study used")
     ] = DEFAULT_WORKLOAD,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per run")] = 600.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per run")] = RUN_TIMEOUT_S,
     no_wait: NoWaitOption = False,
     tier: Annotated[
         list[str] | None,

@@ -60,6 +60,7 @@ from tuner.yaml_io import write_atomic
 
 CPU_TIER = "cpu_fallback"
 _NAMES = {1.0: "performance", 0.75: "balanced", 0.5: "low_vram"}
+TIER_FRACTIONS = tuple(_NAMES)  # of the VRAM budget: one GPU tier each
 
 
 def tier_name(fraction: float) -> str:
@@ -229,7 +230,7 @@ def build_profile(
     budget_mb: float,
     prefer: Prefer,
     gpu_present: bool,
-    tier_fractions: Sequence[float] = (1.0, 0.75, 0.5),
+    tier_fractions: Sequence[float] = TIER_FRACTIONS,
     confirmed: set[int] | None = None,
     conversation: dict[str, Any] | None = None,
     quality_knobs: Sequence[str] = KV_KNOBS,

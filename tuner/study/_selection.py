@@ -27,6 +27,7 @@ from tuner.profile import Prefer
 from tuner.study._spill import mark_spills
 
 PREFER_CHOICES: tuple[str, ...] = tuple(p.value for p in Prefer)
+TIE = 1e-3  # scores within 0.1 % are a tie (relative; balanced scores are relative already)
 
 
 def is_feasible(t: FrozenTrial) -> bool:
@@ -92,6 +93,6 @@ def choose_best(
         return None
     scores = {t.number: score(t, front, prefer) for t in front}
     best = min(scores.values())
-    tol = 1e-3 * max(abs(best), 1e-9) if prefer != Prefer.BALANCED else 1e-3
+    tol = TIE * max(abs(best), 1e-9) if prefer != Prefer.BALANCED else TIE
     tied = [t for t in front if scores[t.number] <= best + tol]
     return min(tied, key=lambda t: (-_n_ctx(t), _vram(t), t.number))

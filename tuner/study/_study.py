@@ -45,6 +45,7 @@ from tuner.study._trial_record import (
 )
 from tuner.vram import UNMEASURED_ATTR, unmeasured_reason, with_vram_reading
 
+STARTUP_TRIALS = 10  # TPE samples at random until the study holds this many trials
 APP_N_CTX = "app_n_ctx"  # a below-floor profile's own n_ctx (see _enqueue_baselines)
 DIRECTIONS: list[optuna.study.StudyDirection] = [
     optuna.study.StudyDirection.MAXIMIZE,
@@ -174,7 +175,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     """Create the study, or resume it when its settings match; refuse a mismatched resume."""
     storage = open_storage(ctx.storage, on_stale=_on_stale)
     sampler = optuna.samplers.TPESampler(
-        seed=ctx.settings.seed, multivariate=True, n_startup_trials=10
+        seed=ctx.settings.seed, multivariate=True, n_startup_trials=STARTUP_TRIALS
     )
     study = optuna.create_study(
         storage=storage,
