@@ -24,7 +24,7 @@ from typing import Any
 
 from objectives import phases
 from objectives.lifeline import die_with_parent
-from objectives.llama_log import LogCapture, looks_oom
+from objectives.llama_log import FAILURE_TAIL_CHARS, LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.measure import measure
 from objectives.metrics import TrialMetrics
@@ -60,7 +60,7 @@ def _write(path: Path, data: dict[str, Any]) -> None:
 
 def _failure(exc: Exception, log: LogCapture, kind: str, info: dict[str, Any]) -> dict[str, Any]:
     """A Python-level failure as a result the parent can classify (OOM text wins)."""
-    text = f"{exc}\n{log.text()[-4000:]}\n{traceback.format_exc()}"
+    text = f"{exc}\n{log.text()[-FAILURE_TAIL_CHARS:]}\n{traceback.format_exc()}"
     return {
         "ok": False,
         "kind": "oom" if looks_oom(text) else kind,

@@ -8,6 +8,7 @@ import sys
 from typing import Any, TextIO
 
 # Text llama.cpp / CUDA print when memory runs out (the load or a decode then fails).
+FAILURE_TAIL_CHARS = 4000  # the end of the log a failed child reports (where the error is)
 OOM_MARKERS = ("out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate")
 
 

@@ -182,10 +182,6 @@ class GpuSampler:
         self._handles: list[Any] = []
         self._active = threading.Event()
 
-    @property
-    def available(self) -> bool:
-        return self._nv is not None
-
     def start(self, pid: int) -> None:
         if self._nv is None:
             return

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from objectives import phases
-from objectives.llama_log import LogCapture, looks_oom
+from objectives.llama_log import FAILURE_TAIL_CHARS, LogCapture, looks_oom
 from objectives.llama_params import to_llama_kwargs
 from objectives.nvml import process_vram_mb
 from objectives.phases import phase
@@ -295,7 +295,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         )
         return {"ok": True, **soak(llm, spec)}
     except Exception as exc:
-        text = f"{exc}\n{log.text()[-4000:]}"
+        text = f"{exc}\n{log.text()[-FAILURE_TAIL_CHARS:]}"
         kind = "oom" if looks_oom(text) else "exception"
         return {"ok": False, "kind": kind, "error": f"{type(exc).__name__}: {exc}", "log": text}
 

@@ -15,14 +15,17 @@ from collections.abc import Sequence
 from string import Formatter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from objectives.measure import MIN_REPEATS, MIN_TOKENS
+from tuner.yaml_io import StrictModel
+
+# Desktop-Mate's generation settings (data/config.json and its model call)
+APP_TEMPERATURE = 0.7
+APP_TOP_P = 0.9
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Template(_Strict):
+class Template(StrictModel):
     system: str = "<|system|>\n{text}</|system|>\n"
     user: str = "<|user|>\n{text}</|user|>\n"
     assistant: str = "<|assistant|>\n{text}</|assistant|>\n"
@@ -45,24 +48,24 @@ class Template(_Strict):
         return self
 
 
-class Turn(_Strict):
+class Turn(StrictModel):
     user: str
     assistant: str
 
 
-class NextTurn(_Strict):
+class NextTurn(StrictModel):
     assistant: str = Field(description="the reply the app stores for the measured message")
     user: str = Field(description="the user's following message (the next turn)")
 
 
-class App(_Strict):
+class App(StrictModel):
     """What the app does with the conversation (data/config.json)."""
 
     turns_kept: int = Field(default=10, ge=1, le=200, description="context_limit")
     max_tokens: int = Field(default=512, ge=1, le=32768, description="the reply limit it asks")
 
 
-class Workload(_Strict):
+class Workload(StrictModel):
     """The app's conversation plus the measurement protocol."""
 
     version: int = 2
@@ -74,20 +77,20 @@ class Workload(_Strict):
     next_turn: NextTurn | None = None
     early_turns: int = Field(default=3, ge=0, description="history of the early-turn figure")
     gen_tokens: int = Field(default=128, ge=1, le=8192, description="generated per answer")
-    temperature: float = Field(default=0.7, ge=0.0, le=5.0)
-    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    temperature: float = Field(default=APP_TEMPERATURE, ge=0.0, le=5.0)
+    top_p: float = Field(default=APP_TOP_P, gt=0.0, le=1.0)
     seed: int = 1234
     warmup: bool = True
     repeats: int = Field(default=3, ge=1, le=50)
     max_answer_s: float | None = Field(
         default=3.0,
         gt=0,
-        description="stop an answer this long after its first token (>= 8 tokens)",
+        description=f"stop an answer this long after its first token (>= {MIN_TOKENS} tokens)",
     )
     max_measure_s: float | None = Field(
         default=15.0,
         gt=0,
-        description="no further answer when it would end past this (>= 1 answer)",
+        description=f"no further answer when it would end past this (>= {MIN_REPEATS} answer)",
     )
 
     @model_validator(mode="after")

@@ -49,10 +49,16 @@ def gpu_model(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
     )
 
 
-def test_the_build_offloads() -> None:
-    import llama_cpp
+def test_doctor_and_the_studys_probe_see_that_the_build_offloads(gpu_model: Path) -> None:
+    """dm-tune's own checks on this CUDA build, not the library's flag alone: doctor raises no
+    warning, and the probe a study starts with (a real trial child) reports the offload."""
+    from tuner.machine import collect, run_probe
 
-    assert llama_cpp.llama_supports_gpu_offload()
+    report = collect(None)
+    assert report["llama_cpp"]["ok"] and report["llama_cpp"]["gpu_offload"] is True
+    assert report["hardware"]["gpus"] and report["warnings"] == [] and report["fix"] is None
+    probe = run_probe(gpu_model, [WORKLOAD["prompt"]])
+    assert probe.gpu_offload is True and probe.n_tokens[0] > 0
 
 
 def _trial(model: Path, ngl: int, **extra: object) -> object:

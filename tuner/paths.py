@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGED_CONFIGS = "_configs"  # in the wheel, under tuner/: copied from configs/ (setup.py)
+DEFAULT_PROFILE_DIR = Path("configs") / "profiles"  # where export writes, under the working dir
 
 
 def config_dir() -> Path:

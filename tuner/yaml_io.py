@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tuner.errors import UserError
 
 # owned by the profile loader (the app vendors it: it imports nothing from dm-tune)
 from tuner.profile.llm_profile import describe_yaml_error
+
+
+class StrictModel(BaseModel):
+    """The base of every model a user file is read into: a typo such as `n_gpu_layer` is an
+    error (extra="forbid"), and a loaded config can't be changed by accident (frozen)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 M = TypeVar("M", bound=BaseModel)
 TMP_MARK = ".dm-tune-tmp"  # our temporary files: `.<name>.<pid>.dm-tune-tmp`

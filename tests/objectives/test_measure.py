@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import objectives.measure
 from objectives.launch import ColdLauncher, TrialSpec
 from objectives.measure import MIN_REPEATS, MIN_TOKENS, more_repeats
 
@@ -16,11 +17,24 @@ def test_repeats_stop_when_the_next_answer_would_end_past_the_budget() -> None:
     assert not more_repeats(3, 3, elapsed_s=1.0, budget_s=15.0)  # all done
 
 
-def test_repeats_never_fall_below_the_minimum_or_without_a_budget() -> None:
-    assert more_repeats(0, 3, elapsed_s=0.0, budget_s=0.001)
-    assert more_repeats(MIN_REPEATS - 1, 3, elapsed_s=100.0, budget_s=0.001)
-    assert not more_repeats(1, 1, elapsed_s=100.0, budget_s=0.001)  # one wanted: one done
-    assert more_repeats(4, 5, elapsed_s=1e6, budget_s=None)
+def _answers(wanted: int, budget_s: float | None, answer_s: float = 10.0) -> int:
+    """How many answers a trial measures when each takes `answer_s` (the child's loop)."""
+    done = 0
+    while more_repeats(done, wanted, elapsed_s=done * answer_s, budget_s=budget_s):
+        done += 1
+    return done
+
+
+@pytest.mark.parametrize("minimum", [MIN_REPEATS, 3])
+def test_a_slow_trial_still_measures_the_minimum_of_answers(
+    monkeypatch: pytest.MonkeyPatch, minimum: int
+) -> None:
+    """The rule, whatever the minimum is set to (today's and a larger one)."""
+    monkeypatch.setattr(objectives.measure, "MIN_REPEATS", minimum)
+    assert _answers(5, budget_s=0.001) == minimum  # every answer is over the budget
+    assert _answers(5, budget_s=45.0) == max(minimum, 4)  # a 5th would end at 50 s
+    assert _answers(1, budget_s=0.001) == 1  # fewer wanted than the minimum: what is wanted
+    assert _answers(5, budget_s=None) == 5  # no budget: every answer wanted
 
 
 @pytest.mark.slow

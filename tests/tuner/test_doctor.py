@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
+import signal
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -62,13 +65,21 @@ def test_doctor_refuses_a_file_that_is_not_gguf(tmp_path: Path) -> None:
     assert "not a GGUF file" in result.output
 
 
-def test_reinstall_commands_pin_the_installed_version() -> None:
-    cmds = reinstall_commands("0.3.36")
-    assert cmds["bash"] == (
-        'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir '
-        "llama-cpp-python==0.3.36"
-    )
-    assert cmds["powershell"].startswith('$env:CMAKE_ARGS="-DGGML_CUDA=on"; pip install ')
+def test_a_cpu_build_with_a_simulated_nvidia_gpu_gets_a_reinstall_pinned_to_its_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The build installed here is CPU-only and really probed; the GPU is simulated (NVML would
+    list it): doctor must warn and pin the reinstall to the version the probe found."""
+    real = tuner.machine._doctor.detect()
+    monkeypatch.setattr(tuner.machine._doctor, "detect", lambda: replace(real, gpus=(RTX_4050,)))
+    report = collect(None)
+    installed = importlib.metadata.version("llama_cpp_python")
+    assert report["llama_cpp"]["version"] == installed
+    assert report["llama_cpp"]["gpu_offload"] is False
+    assert report["fix"]["bash"].endswith(f" llama-cpp-python=={installed}")
+    assert report["fix"]["powershell"].endswith(f" llama-cpp-python=={installed}")
+    assert "CPU-only build but an NVIDIA GPU is present" in report["warnings"][0]
+    assert render(report).startswith("!!!")
 
 
 def test_render_shouts_for_cpu_build_with_nvidia_gpu_from_a_canned_report() -> None:
@@ -104,16 +115,26 @@ def test_render_shouts_for_cpu_build_with_nvidia_gpu_from_a_canned_report() -> N
     assert "NO (CPU-only build)" in text
 
 
-def test_render_reports_a_crashing_build_plainly() -> None:
-    report: dict[str, Any] = {
-        "hardware": dict(
-            cpu="x", physical_cores=1, logical_cores=1, ram_mb=1024.0, os="Linux", gpus=[]
-        ),
-        "llama_cpp": {"ok": False, "error": "importing llama_cpp crashed (signal 4): "},
-        "warnings": ["llama-cpp-python is not usable: importing llama_cpp crashed (signal 4)"],
-        "fix": None,
-    }
-    assert "crashed (signal 4)" in render(report)
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+def test_a_build_that_crashes_on_import_is_a_warning_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a native build does on a CPU without the instructions it was built for: a stand-in
+    llama_cpp, first on the probe child's path, that dies of SIGILL on import."""
+    (tmp_path / "llama_cpp.py").write_text(
+        "import os, signal, sys\nprint('illegal instruction', file=sys.stderr, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGILL)\n"
+    )
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p)
+    )
+    report = collect(None)
+    error = f"importing llama_cpp crashed (signal {int(signal.SIGILL)}): illegal instruction"
+    assert report["llama_cpp"] == {"ok": False, "error": error}
+    assert report["warnings"] == [f"llama-cpp-python is not usable: {error}"]
+    assert report["fix"] is None  # no version to pin: nothing says which build would work
+    text = render(report)
+    assert text.startswith("!!!") and f"llama-cpp-python: {error}" in text
 
 
 # Who holds VRAM, and the suggested budget: no GPU here, so NVML's lists and the GPU's memory are

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
+import yaml
 from optuna.trial import FrozenTrial
 from profile_data import BUDGET_MB, MODEL, PROVENANCE, MakeTrial, confirmation, over_budget
+from report_study import FLOOR, LAYERS, add, make_study
 
-from tuner.profile import Profile, ProfileError
+from tuner.profile import Prefer, Profile, ProfileError
 from tuner.profile.build import build_profile, profile_to_yaml
+from tuner.profile.export import study_profile
 from tuner.study import apply_confirmations
 from tuner.vram import VRAM_MARGIN_MB, free_vram_need_mb
 
@@ -116,6 +120,33 @@ def test_quantized_kv_cache_is_listed_as_quality_affecting(make_trial: MakeTrial
     assert profile.tiers[0].llama.type_k == 8 and profile.tiers[0].llama.type_v == 1
 
 
+def test_only_the_knobs_the_search_space_flags_are_listed(make_trial: MakeTrial) -> None:
+    trials = [make_trial(80, 200, 5000, 31, type_k="q8_0", type_v="q4_0")]
+    assert _build(trials).quality_affecting == ["type_k", "type_v"]  # the default flags
+    assert _build(trials, quality_knobs=("type_v",)).quality_affecting == ["type_v"]
+    assert _build(trials, quality_knobs=()).quality_affecting == []
+
+
+@pytest.mark.parametrize(
+    ("recorded", "listed"),
+    [(None, ["type_k"]), (["type_k", "type_v"], ["type_k"]), (["type_v"], []), ([], [])],
+)
+def test_export_uses_the_flags_the_study_recorded_from_its_search_space(
+    tmp_path: Path, recorded: list[str] | None, listed: list[str]
+) -> None:
+    """A real SQLite study; one made before the flags were recorded (None) lists every KV knob."""
+    study, url = make_study(tmp_path)
+    study.set_user_attr("confirmed", {})  # the tiers are the fastest trials, not confirmed ones
+    if recorded is not None:
+        study.set_user_attr("quality_affecting", recorded)
+    fastest = {"n_gpu_layers": LAYERS, "n_ctx": FLOOR, "n_threads": 4, "flash_attn": False}
+    kwargs = {**fastest, "n_batch": 512, "use_mlock": False, "type_k": 8}  # q8_0
+    add(study, ngl=LAYERS, tok_s=10_000.0, ttft=1.0, vram=1000.0, llama_kwargs=kwargs)
+    profile = study_profile(study, prefer=Prefer.BALANCED, storage=url)
+    assert profile.tiers[0].llama.type_k == 8
+    assert profile.quality_affecting == listed
+
+
 def test_storage_password_is_not_written(make_trial: MakeTrial) -> None:
     profile = build_profile(
         [make_trial(20, 900, None, 0)],
@@ -132,6 +163,18 @@ def test_storage_password_is_not_written(make_trial: MakeTrial) -> None:
 def test_no_feasible_trial_is_a_clear_error(make_trial: MakeTrial) -> None:
     with pytest.raises(ProfileError, match="no completed trial fits the VRAM budget"):
         _build([make_trial(90, 150, 7000, 31)])
+
+
+def test_the_prefer_rule_is_written_as_its_word_and_read_back_as_the_enum(
+    make_trial: MakeTrial,
+) -> None:
+    """The file holds plain `prefer: latency` (what the app and older dm-tunes read)."""
+    text = profile_to_yaml(_build([make_trial(20, 900, None, 0)], prefer=Prefer.LATENCY))
+    assert yaml.safe_load(text)["provenance"]["prefer"] == "latency"
+    assert "\n  prefer: latency\n" in text
+    back = Profile.from_dict(yaml.safe_load(text))
+    assert back.provenance.prefer is Prefer.LATENCY
+    assert f"prefer={back.provenance.prefer}." == "prefer=latency."  # as messages show it
 
 
 def test_unknown_prefer_is_refused(make_trial: MakeTrial) -> None:

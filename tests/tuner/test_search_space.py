@@ -121,3 +121,14 @@ def test_baselines_get_llama_cpps_default_ubatch_where_ubatch_is_searched() -> N
     assert gpu.fit_baseline(perf)["n_ubatch"] == 512
     assert gpu.fit_baseline(small)["n_ubatch"] == 128  # llama.cpp caps it at n_batch
     assert "n_ubatch" not in cpu.fit_baseline(perf)
+
+
+def test_quality_affecting_flags_are_read_per_kv_knob(tmp_path: Path) -> None:
+    """Flagged whether or not the search varies the knob: a start point may set it."""
+    assert load_search_space_config(default_config("search_space.yaml")).quality_affecting() == (
+        "type_k",
+        "type_v",
+    )
+    space = tmp_path / "space.yaml"
+    space.write_text("version: 1\ntype_k: {enabled: true, quality_affecting: false}\n")
+    assert load_search_space_config(space).quality_affecting() == ("type_v",)

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,12 +40,42 @@ def test_bad_urls(url: str) -> None:
         check_storage(url)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_dir_non_root(tmp_path: Path) -> None:
-    d = tmp_path / "ro"
-    d.mkdir(mode=0o500)
-    with pytest.raises(UserError, match="cannot write"):
-        check_storage(f"sqlite:///{d}/x.db")
+NOBODY = 65534
+
+
+@contextmanager
+def _as_nobody_when_root() -> Iterator[None]:
+    """Root passes every permission check (CI runs as root): become `nobody` for the block. The
+    saved user id stays 0, so the process can come back."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setresuid(NOBODY, NOBODY, 0)
+    try:
+        yield
+    finally:
+        os.setresuid(0, 0, 0)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_studies_directory_without_write_permission_is_refused() -> None:
+    """A real directory the user may read but not write, as a user and as root."""
+    shared = Path(tempfile.mkdtemp(prefix="dm-tune-ro-"))  # tmp_path's parents are 0700
+    d = shared / "ro"
+    try:
+        shared.chmod(0o755)
+        d.mkdir(mode=0o555)
+        check_storage(f"sqlite:///{shared}/x.db")  # as ourselves: every import done, fine
+        where = re.escape(str(d))
+        with _as_nobody_when_root(), pytest.raises(UserError, match=f"cannot write to .* {where};"):
+            check_storage(f"sqlite:///{d}/x.db")
+        with _as_nobody_when_root(), pytest.raises(UserError, match=f"to .* {where}/sub;"):
+            check_storage(f"sqlite:///{d}/sub/x.db")  # the folder would be made inside it
+        check_storage(f"sqlite:///{d}/x.db", read_only=True)  # export only reads: fine
+    finally:
+        if d.exists():
+            d.chmod(0o755)
+        shutil.rmtree(shared)
 
 
 def test_unwritable_dir(tmp_path: Path) -> None:

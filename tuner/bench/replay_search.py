@@ -56,6 +56,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial
 
 from tuner.paths import ROOT, default_config
+from tuner.profile import Prefer
 from tuner.space import (
     Machine,
     SearchSpace,
@@ -70,6 +71,7 @@ from tuner.space import (
 )
 from tuner.study import (
     DIRECTIONS,
+    RunSettings,
     TrialRecord,
     choose_best,
     constraint_values,
@@ -81,7 +83,7 @@ from tuner.study import (
 from tuner.vram import over_budget_mb
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]
-BUDGET_MB = 6144.0  # RunSettings' default VRAM budget; every CPU trial is feasible under it
+BUDGET_MB = RunSettings.vram_budget_mb  # the default; every CPU trial is feasible under it
 # Llama(...) settings a search space can hold: the CSV columns that are settings, not metrics.
 SETTING_NAMES = tuple(k for k in SearchSpaceConfig.model_fields if k != "version")
 
@@ -243,7 +245,7 @@ class Table:
             _frozen(i, c.params, c.values, self.constraint(c))
             for i, c in enumerate(self.feasible())
         ]
-        best = choose_best(trials, "balanced")
+        best = choose_best(trials, Prefer.BALANCED)
         assert best is not None
         return self.cells[key_of(TrialRecord.from_frozen(best).settings)]
 
@@ -385,7 +387,7 @@ def trials_to_balanced(
     trials: list[FrozenTrial] = []
     for i, o in enumerate(outcomes, 1):
         trials.append(_frozen(i - 1, o.params, o.values, o.constraint))
-        best = choose_best(trials, "balanced")
+        best = choose_best(trials, Prefer.BALANCED)
         if (
             best is not None
             and best.values[0] >= target[0] * (1.0 - tol)

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import errno
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import Annotated, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import typer
 
+from tuner.cli._options import StorageOption
 from tuner.study import DEFAULT_STORAGE, display_url
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 8080
+MAX_PORT = 65535
 
 
 def dashboard(
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study"),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)"
-    ),
-    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free one)"),
+    storage: StorageOption = DEFAULT_STORAGE,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface)")
+    ] = LOOPBACK,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=MAX_PORT, help="Port (0: any free one)")
+    ] = DEFAULT_PORT,
 ) -> None:
     """Inspect the trials in a browser (optuna-dashboard): parameters, Pareto front, and each
     trial's samples, VRAM, llama.cpp buffers and failure reasons under its user attributes."""
@@ -81,7 +88,7 @@ def _bind(host: str, port: int, app: Any) -> _Server:
 
 def _url_host(host: str) -> str:
     """The address to put in the printed URL (every interface: this machine's loopback)."""
-    return "127.0.0.1" if host in ("", "0.0.0.0") else host
+    return LOOPBACK if host in ("", "0.0.0.0") else host
 
 
 def _check(storage: str) -> None:

@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from tuner.study import DEFAULT_STORAGE, PREFER_CHOICES
+from tuner.cli._options import (
+    RUN_DEFAULTS,
+    ConfirmRunsOption,
+    ProfileDirOption,
+    StorageOption,
+    StudyOption,
+    prefer_option,
+)
+from tuner.paths import DEFAULT_PROFILE_DIR
+from tuner.profile import Prefer
+from tuner.study import DEFAULT_STORAGE
 
 
 def export(
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study"),
-    study: str | None = typer.Option(None, "--study", help="Study name (default: the only one)"),
-    prefer: str = typer.Option(
-        "balanced", "--prefer", help="Rule among Pareto-optimal trials: throughput|latency|balanced"
-    ),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Profile path to write"),
-    profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
-    confirm_k: int = typer.Option(
-        0, "--confirm", help="Re-measure this many top candidates first (needs the model file)"
-    ),
-    confirm_runs: int = typer.Option(2, "--confirm-runs", help="Fresh processes per candidate"),
-    timeout: float = typer.Option(600.0, "--trial-timeout", help="Seconds per re-measurement"),
-    no_wait: bool = typer.Option(
-        False, "--no-wait", help="With --confirm: exit (code 2) instead of waiting for another run"
-    ),
+    storage: StorageOption = DEFAULT_STORAGE,
+    study: StudyOption = None,
+    prefer: Annotated[
+        Prefer, prefer_option("Rule among Pareto-optimal trials: throughput|latency|balanced")
+    ] = Prefer.BALANCED,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Profile path to write")
+    ] = None,
+    profile_dir: ProfileDirOption = DEFAULT_PROFILE_DIR,
+    confirm_k: Annotated[
+        int,
+        typer.Option(
+            "--confirm", help="Re-measure this many top candidates first (needs the model file)"
+        ),
+    ] = 0,
+    confirm_runs: ConfirmRunsOption = RUN_DEFAULTS.confirm_runs,
+    timeout: Annotated[
+        float, typer.Option("--trial-timeout", help="Seconds per re-measurement")
+    ] = RUN_DEFAULTS.trial_timeout_s,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait", help="With --confirm: exit (code 2) instead of waiting for another run"
+        ),
+    ] = False,
 ) -> None:
     """Export the best feasible trial (and lower-VRAM tiers) to configs/profiles/<study>.yaml.
     With --confirm it measures, so it holds the machine's measurement lock; without, it only
@@ -36,8 +57,6 @@ def export(
     from tuner.profile.export import export_profile
     from tuner.study import check_study_name, load_existing_study
 
-    if prefer not in PREFER_CHOICES:
-        raise UserError(f"--prefer must be one of {', '.join(PREFER_CHOICES)} (got {prefer!r})")
     if confirm_k < 0 or confirm_runs < 1:
         raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
     if confirm_k:  # the re-measurements are recorded in the study: it must be writable

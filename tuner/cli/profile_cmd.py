@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from tuner.cli._options import ProfileArgument
 from tuner.errors import UserError
 from tuner.profile import ProfileError, select_tier
 
@@ -19,7 +20,7 @@ app = typer.Typer(
 
 @app.command("select")
 def select(
-    path: Annotated[Path, typer.Argument(help="Profile YAML written by `dm-tune export`")],
+    path: ProfileArgument,
     free_vram: Annotated[
         float | None,
         typer.Option("--free-vram", help="Free VRAM in MB (default: read from NVML; 0 = no GPU)"),

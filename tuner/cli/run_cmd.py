@@ -3,61 +3,101 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from tuner.paths import default_config
-from tuner.study import DEFAULT_STORAGE, RunSettings
+from tuner.cli._options import RUN_DEFAULTS as D
+from tuner.cli._options import ConfirmRunsOption, ProfileDirOption, prefer_option
+from tuner.profile import Prefer
+from tuner.study import RunSettings
 from tuner.units import parse_size_mb
 
-SPACE = default_config("search_space.yaml")
-WORKLOAD = default_config("workload.yaml")
-BASELINES = default_config("baselines.yaml")
+DEFAULT_VRAM_BUDGET = f"{D.vram_budget_mb / 1024:g}GB"  # as the user writes it: 6GB
 
 
 def run(
-    model: Path | None = typer.Option(
-        None, "--model", "-m", help="GGUF model file (default: the SmolLM2-135M demo model)"
-    ),
-    trials: int = typer.Option(50, "--trials", "-n", help="Total trials the study should hold"),
-    vram_budget: str = typer.Option(
-        "6GB",
-        "--vram-budget",
-        help="VRAM the LLM may use on the target card, e.g. 6GB, 5000MB (docs/desktop-mate.md)",
-    ),
-    min_ctx: str | None = typer.Option(
-        None,
-        "--min-ctx",
-        help="Context floor: N tokens, or 'worst' (every kept reply at max_tokens); default: "
-        "the smallest n_ctx choice that holds the app's steady-state turn",
-    ),
-    storage: str = typer.Option(
-        DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study DB"
-    ),
-    study: str | None = typer.Option(None, "--study", help="Study name (default: model+hardware)"),
-    search_space: Path = typer.Option(SPACE, "--search-space", help="Search space YAML"),
-    workload: Path = typer.Option(WORKLOAD, "--workload", help="Workload YAML (the chat turn)"),
-    baselines: Path = typer.Option(BASELINES, "--baselines", help="Baseline profiles YAML"),
-    no_baselines: bool = typer.Option(False, "--no-baselines", help="Don't measure app profiles"),
-    trial_timeout: float = typer.Option(600.0, "--trial-timeout", help="Seconds per trial"),
-    latency: str = typer.Option("cold", "--latency", help="Latency objective: cold | warm"),
-    prefer: str = typer.Option(
-        "balanced", "--prefer", help="Export rule: throughput | latency | balanced"
-    ),
-    repeats: int | None = typer.Option(None, "--repeats", help="Measured answers per trial"),
-    seed: int | None = typer.Option(None, "--seed", help="Sampler seed (reproducible search)"),
-    export: bool = typer.Option(True, "--export/--no-export", help="Write the profile at the end"),
-    confirm: int = typer.Option(
-        3, "--confirm", help="Re-measure this many top candidates before export (0: off)"
-    ),
-    confirm_runs: int = typer.Option(2, "--confirm-runs", help="Fresh processes per candidate"),
-    prune: bool = typer.Option(
-        True, "--prune/--no-prune", help="Stop trials already dominated after their first answer"
-    ),
-    profile_dir: Path = typer.Option(Path("configs/profiles"), "--profile-dir"),
-    no_wait: bool = typer.Option(
-        False, "--no-wait", help="Exit (code 2) instead of waiting when another run measures here"
-    ),
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", "-m", help="GGUF model file (default: the SmolLM2-135M demo model)"
+        ),
+    ] = D.model,
+    trials: Annotated[
+        int, typer.Option("--trials", "-n", help="Total trials the study should hold")
+    ] = D.trials,
+    vram_budget: Annotated[
+        str,
+        typer.Option(
+            "--vram-budget",
+            help="VRAM the LLM may use on the target card, e.g. 6GB, 5000MB (docs/desktop-mate.md)",
+        ),
+    ] = DEFAULT_VRAM_BUDGET,
+    min_ctx: Annotated[
+        str | None,
+        typer.Option(
+            "--min-ctx",
+            help="Context floor: N tokens, or 'worst' (every kept reply at max_tokens); "
+            "default: the smallest n_ctx choice that holds the app's steady-state turn",
+        ),
+    ] = D.min_ctx,
+    storage: Annotated[
+        str, typer.Option("--storage", help="SQLAlchemy URL of the study DB")
+    ] = D.storage,
+    study: Annotated[
+        str | None, typer.Option("--study", help="Study name (default: model+hardware)")
+    ] = D.study_name,
+    search_space: Annotated[
+        Path, typer.Option("--search-space", help="Search space YAML")
+    ] = D.search_space,
+    workload: Annotated[
+        Path, typer.Option("--workload", help="Workload YAML (the chat turn)")
+    ] = D.workload,
+    baselines: Annotated[
+        Path | None, typer.Option("--baselines", help="Baseline profiles YAML")
+    ] = D.baselines,
+    no_baselines: Annotated[
+        bool, typer.Option("--no-baselines", help="Don't measure app profiles")
+    ] = False,
+    trial_timeout: Annotated[
+        float, typer.Option("--trial-timeout", help="Seconds per trial")
+    ] = D.trial_timeout_s,
+    latency: Annotated[
+        str, typer.Option("--latency", help="Latency objective: cold | warm")
+    ] = D.latency,
+    prefer: Annotated[
+        Prefer, prefer_option("Export rule: throughput | latency | balanced")
+    ] = D.prefer,
+    repeats: Annotated[
+        int | None, typer.Option("--repeats", help="Measured answers per trial")
+    ] = D.repeats,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Sampler seed (reproducible search)")
+    ] = D.seed,
+    export: Annotated[
+        bool, typer.Option("--export/--no-export", help="Write the profile at the end")
+    ] = D.export,
+    confirm: Annotated[
+        int,
+        typer.Option(
+            "--confirm", help="Re-measure this many top candidates before export (0: off)"
+        ),
+    ] = D.confirm_k,
+    confirm_runs: ConfirmRunsOption = D.confirm_runs,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune/--no-prune", help="Stop trials already dominated after their first answer"
+        ),
+    ] = D.prune,
+    profile_dir: ProfileDirOption = D.profile_dir,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Exit (code 2) instead of waiting when another run measures here",
+        ),
+    ] = not D.wait_for_lock,
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
     tok/s, first-token latency and VRAM; the best settings within the budget are exported."""

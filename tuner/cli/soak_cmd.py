@@ -8,18 +8,19 @@ from typing import Annotated
 
 import typer
 
-from tuner.paths import default_config
-
-DEFAULT_WORKLOAD = default_config("workload.yaml")
+from tuner.cli._options import (
+    DEFAULT_WORKLOAD,
+    NoWaitOption,
+    ProfileArgument,
+    ProfileModelOption,
+)
+from tuner.profile.soak import CONVERSATION_TIMEOUT_S, MESSAGES, REPLY_TOKENS
 
 
 def soak(
-    path: Annotated[Path, typer.Argument(help="Profile YAML written by `dm-tune export`")],
-    messages: Annotated[int, typer.Option("--messages", help="Chat messages to send")] = 100,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="GGUF the profile was measured with (default: demo)"),
-    ] = None,
+    path: ProfileArgument,
+    messages: Annotated[int, typer.Option("--messages", help="Chat messages to send")] = MESSAGES,
+    model: ProfileModelOption = None,
     tier: Annotated[
         str | None,
         typer.Option(
@@ -38,7 +39,7 @@ def soak(
     ] = None,
     reply_tokens: Annotated[
         int, typer.Option("--reply-tokens", help="Cap on each soak reply (typical length)")
-    ] = 60,
+    ] = REPLY_TOKENS,
     long_replies: Annotated[
         bool,
         typer.Option(
@@ -60,11 +61,8 @@ def soak(
     ] = DEFAULT_WORKLOAD,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds for each of the two conversations")
-    ] = 3600.0,
-    no_wait: Annotated[
-        bool,
-        typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
-    ] = False,
+    ] = CONVERSATION_TIMEOUT_S,
+    no_wait: NoWaitOption = False,
 ) -> None:
     """Chat twice with the app's prompt format and settings, each in one process: the app as it
     is (its five Llama keys, the last interactions) and the app with fit_history (the whole

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from tuner.cli._options import StorageOption, StudyOption
 from tuner.study import DEFAULT_STORAGE
 
 
 def trials(
-    storage: str = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy URL of the study"),
-    study: str | None = typer.Option(None, "--study", help="Study name (default: the only one)"),
-    fmt: str = typer.Option("table", "--format", help="table | csv | json | md"),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="File to write (default: print)"
-    ),
+    storage: StorageOption = DEFAULT_STORAGE,
+    study: StudyOption = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json | md")] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: print)")
+    ] = None,
 ) -> None:
     """List one row per trial and per confirmation run: role, state and reason, settings,
     tok/s, cold and warm first-token latency, VRAM (measured, predicted, its source)."""

@@ -7,32 +7,30 @@ from typing import Annotated
 
 import typer
 
-from tuner.paths import default_config
-
-DEFAULT_WORKLOAD = default_config("workload.yaml")
+from tuner.cli._options import (
+    DEFAULT_WORKLOAD,
+    NoWaitOption,
+    ProfileArgument,
+    ProfileModelOption,
+)
+from tuner.profile.verify import RUN_TIMEOUT_S, RUNS, TOLERANCE
 
 
 def verify(
-    path: Annotated[Path, typer.Argument(help="Profile YAML written by `dm-tune export`")],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="GGUF the profile was measured with (default: demo)"),
-    ] = None,
-    runs: Annotated[int, typer.Option("--runs", help="Fresh processes per tier")] = 3,
+    path: ProfileArgument,
+    model: ProfileModelOption = None,
+    runs: Annotated[int, typer.Option("--runs", help="Fresh processes per tier")] = RUNS,
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Allowed tok/s drop below the recorded median")
-    ] = 0.10,
+    ] = TOLERANCE,
     repeats: Annotated[
         int | None, typer.Option("--repeats", help="Measured answers per run (default: workload)")
     ] = None,
     workload: Annotated[
         Path, typer.Option("--workload", help="The workload the study used")
     ] = DEFAULT_WORKLOAD,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per run")] = 600.0,
-    no_wait: Annotated[
-        bool,
-        typer.Option("--no-wait", help="Exit (code 2) instead of waiting for another measurement"),
-    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per run")] = RUN_TIMEOUT_S,
+    no_wait: NoWaitOption = False,
     tier: Annotated[
         list[str] | None,
         typer.Option("--tier", help="Verify only this tier (repeatable; `default`: the default)"),

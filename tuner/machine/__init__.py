@@ -7,6 +7,7 @@ from tuner.machine._doctor import (
     collect,
     reinstall_commands,
     render,
+    suggested_budget_mb,
     sysmem_fallback_hint,
     vram_report,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "render",
     "run_probe",
     "slugify",
+    "suggested_budget_mb",
     "sysmem_fallback_hint",
     "vram_report",
 ]

@@ -38,6 +38,11 @@ SYSMEM_OFF = "Prefer No Sysmem Fallback"
 SYSMEM_DRIVER = "536.40"  # the first driver with the setting
 
 
+def suggested_budget_mb(free_mb: float) -> int:
+    """The --vram-budget to suggest for this much free VRAM: rounded down to BUDGET_STEP_MB."""
+    return int(free_mb // BUDGET_STEP_MB * BUDGET_STEP_MB)
+
+
 def probe_llama_cpp(timeout_s: float = 120) -> dict[str, Any]:
     """Version, GPU offload support and CPU features of the installed llama-cpp-python."""
     try:
@@ -136,7 +141,7 @@ def vram_report(
             }
         )
     free = sum(g.free_mb for g in gpus)
-    suggested = int(free // BUDGET_STEP_MB * BUDGET_STEP_MB) if gpus else None
+    suggested = suggested_budget_mb(free) if gpus else None
     return {"gpus": out, "suggested_vram_budget_mb": suggested}
 
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.paths import cache_dir
-
-Echo = Callable[[str], None]
 
 LOCK_DIR_ENV = "DM_TUNE_LOCK_DIR"
 _WIN_LOCK_OFFSET = 1 << 20  # Windows locks are mandatory: lock a byte past the holder's text

@@ -45,6 +45,7 @@ from tuner.profile.llm_profile import (
     LlamaKeys,
     Measured,
     ModelRef,
+    Prefer,
     Profile,
     ProfileError,
     Provenance,
@@ -52,6 +53,7 @@ from tuner.profile.llm_profile import (
     Stat,
     Tier,
 )
+from tuner.space import KV_KNOBS
 from tuner.study import (
     PREFER_CHOICES,
     candidates,
@@ -65,7 +67,7 @@ from tuner.yaml_io import write_atomic
 
 CPU_TIER = "cpu_fallback"
 _NAMES = {1.0: "performance", 0.75: "balanced", 0.5: "low_vram"}
-_KV_KNOBS = ("type_k", "type_v")
+TIER_FRACTIONS = tuple(_NAMES)  # of the VRAM budget: one GPU tier each
 
 
 def tier_name(fraction: float) -> str:
@@ -155,7 +157,7 @@ def _spread_note(t: FrozenTrial) -> str:
     )
 
 
-def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer: str) -> Tier:
+def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer: Prefer) -> Tier:
     measured = _measured(t)
     vram = measured.vram_mb or 0.0
     need = free_vram_need_mb(vram)
@@ -176,7 +178,9 @@ def _gpu_tier(t: FrozenTrial, name: str, cap_mb: float, gpu: str | None, prefer:
     )
 
 
-def _cpu_tier(t: FrozenTrial, *, measured: bool, prefer: str, cpu: str, source: str = "") -> Tier:
+def _cpu_tier(
+    t: FrozenTrial, *, measured: bool, prefer: Prefer, cpu: str, source: str = ""
+) -> Tier:
     m = _measured(t) if measured else None
     if m is not None:
         description = (
@@ -204,10 +208,15 @@ def _cpu_tier(t: FrozenTrial, *, measured: bool, prefer: str, cpu: str, source: 
     )
 
 
-def _quality_affecting(tiers: Sequence[Tier]) -> list[str]:
-    """KV cache types other than f16 change the model's answers (not only its speed)."""
+def _quality_affecting(tiers: Sequence[Tier], knobs: Sequence[str]) -> list[str]:
+    """The flagged knobs (the search space's `quality_affecting`) that a tier sets to a KV cache
+    type other than f16: those change the model's answers, not only its speed."""
     f16 = KV_TYPES["f16"]
-    return [k for k in _KV_KNOBS if any(getattr(t.llama, k) not in (None, f16) for t in tiers)]
+    return [
+        k
+        for k in KV_KNOBS
+        if k in knobs and any(getattr(t.llama, k) not in (None, f16) for t in tiers)
+    ]
 
 
 def build_profile(
@@ -216,11 +225,12 @@ def build_profile(
     model: dict[str, Any],
     provenance: dict[str, Any],
     budget_mb: float,
-    prefer: str,
+    prefer: Prefer,
     gpu_present: bool,
-    tier_fractions: Sequence[float] = (1.0, 0.75, 0.5),
+    tier_fractions: Sequence[float] = TIER_FRACTIONS,
     confirmed: set[int] | None = None,
     conversation: dict[str, Any] | None = None,
+    quality_knobs: Sequence[str] = KV_KNOBS,
 ) -> Profile:
     """The profile for `trials` (see the module docstring for the rule).
 
@@ -228,7 +238,7 @@ def build_profile(
     budget, prefer rule, creation time and dm-tune version are filled in here. `trials` carry
     the confirmed metrics where re-measured (tuner.study.apply_confirmations); `conversation`
     is the app's conversation and context floor (tuner.profile.Conversation), None for a study
-    made without one.
+    made without one; `quality_knobs` the knobs the search space flags as quality_affecting.
     """
     if prefer not in PREFER_CHOICES:
         raise ProfileError(f"prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
@@ -298,7 +308,7 @@ def build_profile(
                 else Conversation.from_dict(conversation, ("conversation",))
             ),
             default_tier=tiers[0].name,
-            quality_affecting=_quality_affecting(tiers),
+            quality_affecting=_quality_affecting(tiers, quality_knobs),
             tiers=tiers,
         )
     except SchemaError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,10 +9,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.model_file import sha256_cached
 from tuner.profile.build import build_profile, write_profile
-from tuner.profile.llm_profile import Measured, Profile, ProfileError, quick_digest
+from tuner.profile.llm_profile import Measured, Prefer, Profile, ProfileError, quick_digest
+from tuner.space import KV_KNOBS
 from tuner.study import (
     REFERENCE,
     Remeasure,
@@ -27,7 +28,6 @@ from tuner.study import (
     reference_trial,
 )
 
-Echo = Callable[[str], None]
 MAX_CONFIRM_ROUNDS = 3
 
 
@@ -150,7 +150,7 @@ def _model_ref(m: dict[str, Any]) -> dict[str, Any]:
     return ref
 
 
-def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
+def study_profile(study: optuna.Study, *, prefer: Prefer, storage: str) -> Profile:
     """The tiered profile of the study's feasible trials, on confirmed figures where the study
     holds them (`confirmed`); what export writes, and what the report compares with."""
     record = StudyRecord.from_study(study)
@@ -173,6 +173,10 @@ def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
             prefer=prefer,
             gpu_present=gpu_present,
             conversation=_conversation(study, study.get_trials(deepcopy=False)),
+            # the search space's flags (studies made before they were recorded: every KV knob)
+            quality_knobs=tuple(
+                KV_KNOBS if record.quality_affecting is None else record.quality_affecting
+            ),
         )
     except ProfileError as exc:
         raise UserError(str(exc)) from None
@@ -181,7 +185,7 @@ def study_profile(study: optuna.Study, *, prefer: str, storage: str) -> Profile:
 def export_profile(
     study: optuna.Study,
     *,
-    prefer: str,
+    prefer: Prefer,
     out_dir: Path,
     storage: str,
     output: Path | None = None,

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
@@ -40,7 +41,6 @@ PROFILE_VERSION = 2
 MAX_PROFILE_BYTES = 1 << 20  # a real profile is a few KB; refused above, before parsing
 READABLE_VERSIONS = (1, 2)
 QUICK_DIGEST_SPAN = 1 << 20  # bytes hashed at each end of the model file by quick_digest
-Prefer = Literal["throughput", "latency", "balanced"]
 # How a tier's VRAM peak was read; dm-tune's objectives.metrics.VramSource must equal it.
 VramSource = Literal["process", "device-delta", "llama-buffers", "none"]
 MinCtxRule = Literal["steady", "worst", "user"]
@@ -52,6 +52,18 @@ _TIER_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _NO_VALUE: Any = object()
 _Loc = tuple[str | int, ...]
 D = TypeVar("D")
+
+
+class Prefer(str, Enum):
+    """The rule that picks a trial among the Pareto-optimal ones (`--prefer`); files hold the
+    value. A `str` Enum (not StrEnum: the app may run Python 3.10)."""
+
+    THROUGHPUT = "throughput"
+    LATENCY = "latency"
+    BALANCED = "balanced"
+
+    def __str__(self) -> str:  # messages and f-strings show the word, as the files do
+        return self.value
 
 
 class ProfileError(ValueError):
@@ -200,6 +212,8 @@ def _plain(v: Any) -> Any:
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, datetime):
         return v.isoformat().replace("+00:00", "Z")
+    if isinstance(v, Enum):
+        return v.value
     return v
 
 
@@ -256,7 +270,7 @@ class Provenance:
         if not isinstance(self.created, datetime):
             raise SchemaError(("created",), "expected a date and time", self.created)
         _set(self, "vram_budget_mb", _optional(_num, self.vram_budget_mb, "vram_budget_mb"))
-        _choice(self.prefer, "prefer", get_args(Prefer))
+        _set(self, "prefer", Prefer(_choice(self.prefer, "prefer", tuple(p.value for p in Prefer))))
 
     @classmethod
     def from_dict(cls, data: Any, loc: _Loc = ()) -> Provenance:

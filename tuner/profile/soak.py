@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from objectives.launch import ColdLauncher, Launcher
 from objectives.soak_child import SoakSpec
-from objectives.workload import Workload
+from objectives.workload import APP_TEMPERATURE, APP_TOP_P, Workload
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
 from tuner.paths import default_config
@@ -36,17 +36,15 @@ from tuner.profile.run import FreeVram, free_vram, open_profile, resolve_model
 from tuner.yaml_io import load_model
 
 SOAK_ARGV = [sys.executable, "-m", "objectives.soak_child"]
-# Desktop-Mate's generation settings (data/config.json and its model call).
-APP_TEMPERATURE = 0.7
-APP_TOP_P = 0.9
-APP_STOP = ("<|user|>", "<|system|>")
+APP_STOP = ("<|user|>", "<|system|>")  # the app's stop strings (its model call)
 # Growth from message 10 to the end above this is a suspected leak. Message 10, not the load:
 # the first answers still grow llama.cpp's and Python's buffers to their working size.
 LEAK_FRACTION = 0.05
 LEAK_MB = 50.0
 REFERENCE_MESSAGE = 10
-
-Echo = Callable[[str], None]
+MESSAGES = 100  # a soak's chat messages
+REPLY_TOKENS = 60  # each soak reply's cap: a typical reply
+CONVERSATION_TIMEOUT_S = 3600.0  # for each of the two conversations
 
 
 @dataclass(frozen=True)
@@ -323,15 +321,15 @@ def _chat(
 def soak_profile(
     path: Path,
     *,
-    messages: int = 100,
+    messages: int = MESSAGES,
     model: Path | None = None,
     tier: str | None = None,
     max_tokens: int | None = None,
-    reply_tokens: int = 60,
+    reply_tokens: int = REPLY_TOKENS,
     long_replies: bool = False,
     history_turns: int | None = None,
     workload: Path | None = None,
-    timeout_s: float = 3600.0,
+    timeout_s: float = CONVERSATION_TIMEOUT_S,
     wait: bool = True,
     echo: Echo = print,
 ) -> SoakReport:

@@ -12,13 +12,13 @@ which says nothing about the profile.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from objectives.launch import ColdLauncher, Launcher, TrialSpec
 from objectives.workload import Workload
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.machine import measurement_lock
 from tuner.paths import default_config
@@ -27,7 +27,9 @@ from tuner.profile.run import FreeVram, free_vram, open_profile, resolve_model
 from tuner.yaml_io import load_model
 
 Verdict = Literal["pass", "fail", "skipped", "unrecorded"]
-Echo = Callable[[str], None]
+RUNS = 3  # fresh processes per tier
+TOLERANCE = 0.10  # allowed tok/s drop below the recorded median
+RUN_TIMEOUT_S = 600.0  # one run: a trial child's load, warm-up and answers
 
 
 def _median(xs: tuple[float, ...]) -> float | None:
@@ -161,11 +163,11 @@ def verify_profile(
     path: Path,
     *,
     model: Path | None = None,
-    runs: int = 3,
-    tolerance: float = 0.10,
+    runs: int = RUNS,
+    tolerance: float = TOLERANCE,
     repeats: int | None = None,
     workload: Path | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float = RUN_TIMEOUT_S,
     launcher: Launcher | None = None,
     wait: bool = True,
     echo: Echo = print,

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import UserError
-from tuner.profile import Profile
+from tuner.profile import Prefer, Profile
 from tuner.report._facts import StudyFacts, provenance, provenance_missing, study_facts
 from tuner.report._rows import TrialRow, confirmation_rows, reference_rows
 from tuner.study import (
@@ -119,7 +119,7 @@ class FailureRow(NamedTuple):
 
 class ReportData(NamedTuple):
     facts: StudyFacts
-    prefer: str
+    prefer: Prefer
     profile_source: str  # "profile file PATH", "the study" or "" when no tiers
     before_after: list[ProfileRow]
     points: list[TrialPoint]
@@ -412,7 +412,7 @@ def _tier_rows(profile: Profile, source: str, confirmed: dict[str, Any]) -> list
 
 def _exported(
     study: optuna.Study,
-    prefer: str,
+    prefer: Prefer,
     storage: str,
     profile: Profile | None,
     profile_path: str | None,
@@ -432,7 +432,7 @@ def report_data(
     study: optuna.Study,
     *,
     storage: str,
-    prefer: str = "balanced",
+    prefer: Prefer = Prefer.BALANCED,
     profile: Profile | None = None,
     profile_path: str | None = None,
 ) -> ReportData:

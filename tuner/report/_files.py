@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 
 from tuner.errors import UserError
+from tuner.profile import Prefer
 from tuner.yaml_io import write_atomic
 
 
@@ -37,7 +38,7 @@ def write_report(
     *,
     storage: str,
     output: Path,
-    prefer: str = "balanced",
+    prefer: Prefer = Prefer.BALANCED,
     profile_path: Path | None = None,
 ) -> Path:
     """Compute the report's data, draw it as one self-contained HTML file and write it."""

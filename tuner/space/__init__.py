@@ -4,6 +4,7 @@ machine), the app's baseline profiles and dm-tune's start points, and the contex
 from tuner.space._baselines import check_start_knobs, load_baselines, load_starts, starting_trials
 from tuner.space._context_floor import ContextFloor, parse_min_ctx, resolve_floor
 from tuner.space._search_space import (
+    KV_KNOBS,
     Machine,
     SearchSpace,
     SearchSpaceConfig,
@@ -13,6 +14,7 @@ from tuner.space._search_space import (
 )
 
 __all__ = [
+    "KV_KNOBS",
     "ContextFloor",
     "Machine",
     "SearchSpace",

@@ -13,16 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tuner.errors import UserError
 from tuner.space._search_space import SearchSpace, key_of
-from tuner.yaml_io import load_model
+from tuner.yaml_io import StrictModel, load_model
 
 
-class BaselineProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BaselineProfile(StrictModel):
     n_gpu_layers: int = Field(ge=-1)
     n_ctx: int = Field(gt=0)
     n_batch: int = Field(gt=0)
@@ -30,22 +28,20 @@ class BaselineProfile(BaseModel):
     use_mlock: bool = False
 
 
-class StartPoint(BaseModel):
+class StartPoint(StrictModel):
     """A profile with some knobs set: where the search starts besides the app's own settings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with StrictModel's
 
     from_: str = Field(alias="from", min_length=1)
     gpu_only: bool = True  # enqueued only where the build can offload to a GPU
     set: dict[str, bool | int | str] = Field(min_length=1)
 
 
-class BaselinesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BaselinesConfig(StrictModel):
     version: int = 1
-    profiles: dict[str, BaselineProfile] = {}
-    starts: dict[str, StartPoint] = {}
+    profiles: dict[str, BaselineProfile] = Field(default_factory=dict)
+    starts: dict[str, StartPoint] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _known_profiles(self) -> BaselinesConfig:

@@ -11,21 +11,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from objectives.llama_params import KV_TYPES
 from tuner.errors import UserError
-from tuner.yaml_io import load_model
+from tuner.yaml_io import StrictModel, load_model
 
 Auto = Literal["auto"]
 LLAMA_DEFAULT_UBATCH = 512  # llama_cpp.Llama(n_ubatch=512)
+KV_KNOBS = ("type_k", "type_v")  # the KV cache types: quantized, they change the answers
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IntRange(_Strict):
+class IntRange(StrictModel):
     enabled: bool = True
     low: int | Auto = 1
     high: int | Auto = "auto"
@@ -39,7 +36,7 @@ class IntRange(_Strict):
         return self
 
 
-class IntChoices(_Strict):
+class IntChoices(StrictModel):
     enabled: bool | Auto = True
     choices: tuple[int, ...] = Field(min_length=1)
 
@@ -50,14 +47,14 @@ class IntChoices(_Strict):
         return self
 
 
-class Flag(_Strict):
+class Flag(StrictModel):
     enabled: bool | Auto = True
 
 
-class KvChoices(_Strict):
+class KvChoices(StrictModel):
     enabled: bool = False
     choices: tuple[str, ...] = ("f16", "q8_0", "q4_0")
-    quality_affecting: bool = True
+    quality_affecting: bool = True  # a tier setting it (not f16) is listed so in the profile
 
     @model_validator(mode="after")
     def _known(self) -> KvChoices:
@@ -67,7 +64,7 @@ class KvChoices(_Strict):
         return self
 
 
-class SearchSpaceConfig(_Strict):
+class SearchSpaceConfig(StrictModel):
     version: int = 1
     n_threads: IntRange = IntRange()
     n_batch: IntChoices = IntChoices(choices=(32, 64, 128, 256, 512, 1024))
@@ -81,6 +78,11 @@ class SearchSpaceConfig(_Strict):
     n_threads_batch: IntRange = IntRange(enabled=False)
     type_k: KvChoices = KvChoices()
     type_v: KvChoices = KvChoices()
+
+    def quality_affecting(self) -> tuple[str, ...]:
+        """The knobs whose flag is set, enabled or not (a start point may set a knob the search
+        leaves alone): the profile's `quality_affecting` lists those its tiers set."""
+        return tuple(name for name in KV_KNOBS if getattr(self, name).quality_affecting)
 
     @model_validator(mode="after")
     def _version(self) -> SearchSpaceConfig:
@@ -113,14 +115,6 @@ class SearchSpace:
     machine: Machine
     n_ctx_choices: tuple[int, ...]
     notices: tuple[str, ...]
-
-    @property
-    def quality_affecting(self) -> tuple[str, ...]:
-        return tuple(
-            name
-            for name in ("type_k", "type_v")
-            if getattr(self.config, name).enabled and getattr(self.config, name).quality_affecting
-        )
 
     def _bounds(self, r: IntRange, auto: int) -> tuple[int, int]:
         low = auto if r.low == "auto" else r.low

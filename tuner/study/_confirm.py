@@ -13,7 +13,7 @@ quieter machine than the confirmation's, which would make the comparison unfair 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,15 +23,15 @@ from optuna.trial import FrozenTrial
 
 from objectives.launch import Launcher, TrialSpec
 from objectives.metrics import NO_READING, Sample, TrialMetrics
+from tuner.echo import Echo
+from tuner.profile import Prefer
 from tuner.study._selection import candidates, pareto_front, score
 from tuner.study._study_record import StudyRecord, record_confirmations
 from tuner.study._trial_record import TrialRecord, objective_values, with_confirmation
 from tuner.vram import over_budget_mb, with_vram_reading
 
-Echo = Callable[[str], None]
 
-
-def top_candidates(trials: Sequence[FrozenTrial], prefer: str, k: int) -> list[FrozenTrial]:
+def top_candidates(trials: Sequence[FrozenTrial], prefer: Prefer, k: int) -> list[FrozenTrial]:
     """The Pareto front ordered by the export rule, then the other feasible trials."""
     cands = candidates(trials)
     front = pareto_front(trials)
@@ -74,7 +74,7 @@ def reference_trial(trials: Sequence[FrozenTrial]) -> FrozenTrial | None:
 
 
 def confirm(
-    study: optuna.Study, *, prefer: str, k: int, how: Remeasure, echo: Echo = print
+    study: optuna.Study, *, prefer: Prefer, k: int, how: Remeasure, echo: Echo = print
 ) -> dict[str, dict[str, Any]]:
     """Re-measure the top `k` candidates; store and return every confirmation so far."""
     return confirm_trials(

@@ -19,6 +19,7 @@ from tuner.machine import (
     ensure_demo_model,
     run_probe,
     slugify,
+    suggested_budget_mb,
 )
 from tuner.model_file import sha256_cached
 from tuner.space import (
@@ -67,11 +68,6 @@ class Context:
     study_name: str
     floor: ContextFloor
     vram_guard: VramGuard | None = None  # set where trials can use an NVIDIA GPU
-
-    @property
-    def gpu_active(self) -> bool:
-        """Trials can put work on an NVIDIA GPU (one is present and the build offloads)."""
-        return bool(self.hardware.gpus) and self.probe.gpu_offload
 
     def workload_spec(self, n_ctx: int | None = None) -> dict[str, Any]:
         """What a trial child measures. A profile whose `n_ctx` is below the floor (one of the
@@ -184,7 +180,7 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
             echo(
                 f"note: --vram-budget {s.vram_budget_mb:.0f} MB is more than the {free:.0f} MB "
                 "free on this machine's GPU now; if this is the app's machine, its default tier "
-                f"won't be selectable here: tune with --vram-budget {int(free) // 64 * 64}MB "
+                f"won't be selectable here: tune with --vram-budget {suggested_budget_mb(free)}MB "
                 "(with the app's avatar running; docs/desktop-mate.md)"
             )
     sha = sha256_cached(info.path)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.launch import ChildResult
+from tuner.echo import Echo
 from tuner.machine import crash_diagnosis
+from tuner.profile import Prefer
 from tuner.study._selection import choose_best
 from tuner.study._study_record import StudyRecord
 from tuner.study._trial_record import TrialRecord
@@ -75,9 +76,9 @@ class Progress:
         total: int,
         start_count: int,
         latency: str,
-        prefer: str,
+        prefer: Prefer,
         max_same_failures: int,
-        echo: Callable[[str], None],
+        echo: Echo,
     ) -> None:
         self.total = total
         self.count = start_count

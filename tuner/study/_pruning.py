@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives.launch import Watch, Watcher
+from objectives.measure import MIN_TOKENS  # a capped answer has at least these
 from tuner.study._selection import is_feasible
 from tuner.study._trial_record import TrialRecord
 
@@ -28,7 +29,9 @@ MIN_POINTS = 3  # don't prune before the study has this many feasible measuremen
 PROMPT_FACTOR = 10.0
 PROMPT_FLOOR_S = 10.0
 GEN_FACTOR = 1.5
-MIN_TOKENS = 8  # objectives.measure.MIN_TOKENS: a capped answer has at least these
+# a trial's peak may still grow: 'using no more VRAM' is within this factor plus this many MB
+VRAM_SLACK_FACTOR = 1.1
+VRAM_SLACK_MB = 256.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def points(study: optuna.Study) -> list[Point]:
 def _fits(p: Point, vram: float | None) -> bool:
     if vram is None or p.vram_mb is None:
         return True
-    return p.vram_mb <= vram * 1.1 + 256
+    return p.vram_mb <= vram * VRAM_SLACK_FACTOR + VRAM_SLACK_MB
 
 
 def decide(w: Watch, pts: list[Point]) -> str | None:

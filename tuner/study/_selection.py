@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.profile import Prefer
 from tuner.study._spill import mark_spills
 from tuner.study._trial_record import TrialRecord
 
-Prefer = Literal["throughput", "latency", "balanced"]
-PREFER_CHOICES: tuple[str, ...] = ("throughput", "latency", "balanced")
+PREFER_CHOICES: tuple[str, ...] = tuple(p.value for p in Prefer)
+TIE = 1e-3  # scores within 0.1 % are a tie (relative; balanced scores are relative already)
 
 
 def is_feasible(t: FrozenTrial) -> bool:
@@ -69,14 +69,14 @@ def _n_ctx(t: FrozenTrial) -> int:
     return int(TrialRecord.from_frozen(t).settings.get("n_ctx", 0))
 
 
-def score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:
+def score(t: FrozenTrial, front: list[FrozenTrial], prefer: Prefer) -> float:
     """Lower is better."""
     tps, lat = float(t.values[0]), float(t.values[1])
-    if prefer == "throughput":
+    if prefer == Prefer.THROUGHPUT:
         return -tps
-    if prefer == "latency":
+    if prefer == Prefer.LATENCY:
         return lat
-    if prefer != "balanced":
+    if prefer != Prefer.BALANCED:
         raise ValueError(f"prefer must be one of {', '.join(PREFER_CHOICES)}")
     t_best = max(float(f.values[0]) for f in front)
     l_best = min(float(f.values[1]) for f in front)
@@ -85,13 +85,15 @@ def score(t: FrozenTrial, front: list[FrozenTrial], prefer: str) -> float:
     return math.hypot(dt, dl)
 
 
-def choose_best(trials: Sequence[FrozenTrial], prefer: str = "balanced") -> FrozenTrial | None:
+def choose_best(
+    trials: Sequence[FrozenTrial], prefer: Prefer = Prefer.BALANCED
+) -> FrozenTrial | None:
     """The trial to export under `prefer`, or None when no trial is feasible."""
     front = pareto_front(trials)
     if not front:
         return None
     scores = {t.number: score(t, front, prefer) for t in front}
     best = min(scores.values())
-    tol = 1e-3 * max(abs(best), 1e-9) if prefer != "balanced" else 1e-3
+    tol = TIE * max(abs(best), 1e-9) if prefer != Prefer.BALANCED else TIE
     tied = [t for t in front if scores[t.number] <= best + tol]
     return min(tied, key=lambda t: (-_n_ctx(t), _vram(t), t.number))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tuner.paths import default_config
+from tuner.paths import DEFAULT_PROFILE_DIR, default_config
+from tuner.profile import Prefer
 from tuner.study._storage import DEFAULT_STORAGE
 
 
@@ -22,11 +23,11 @@ class RunSettings:
     baselines: Path | None = field(default_factory=lambda: default_config("baselines.yaml"))
     trial_timeout_s: float = 600.0
     latency: str = "cold"  # which first-token latency is the objective: cold | warm
-    prefer: str = "balanced"  # export rule: throughput | latency | balanced
+    prefer: Prefer = Prefer.BALANCED  # the export rule
     repeats: int | None = None  # overrides the workload's repeats
     seed: int | None = None
     export: bool = True
-    profile_dir: Path = field(default_factory=lambda: Path("configs") / "profiles")
+    profile_dir: Path = DEFAULT_PROFILE_DIR
     confirm_k: int = 3  # re-measure this many top candidates before export (0: don't)
     confirm_runs: int = 2  # fresh processes per confirmed candidate
     prune: bool = True  # stop trials already dominated after their first answer (_pruning.py)

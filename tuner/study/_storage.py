@@ -22,7 +22,6 @@ DEFAULT_STORAGE = "sqlite:///studies/dm-tune.db"
 class CheckedStorage:
     url: str
     sqlite_path: Path | None  # the database file for SQLite URLs, else None
-    existed: bool  # the SQLite file was already there (so we must never delete it)
 
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -106,7 +105,7 @@ def check_storage(url: str, *, read_only: bool = False) -> CheckedStorage:
             )
         path = Path(db)
         _check_sqlite_file(url, path, read_only=read_only)
-        return CheckedStorage(url, path, path.exists())
+        return CheckedStorage(url, path)
     try:
         from sqlalchemy import create_engine
 
@@ -124,7 +123,7 @@ def check_storage(url: str, *, read_only: bool = False) -> CheckedStorage:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot connect to storage {parsed.render_as_string()}: {first}") from None
-    return CheckedStorage(url, None, True)
+    return CheckedStorage(url, None)
 
 
 def storage_failure(exc: Exception, url: str) -> UserError:

@@ -20,6 +20,7 @@ from objectives.launch import (
 )
 from objectives.llama_buffers import parse_buffers
 from objectives.metrics import NO_READING
+from tuner.echo import Echo
 from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
 from tuner.study._constraints import CONSTRAINT_KEY, constraint_values, set_constraints
@@ -56,7 +57,8 @@ from tuner.study._trial_record import (
 )
 from tuner.vram import unmeasured_reason, with_vram_reading
 
-Echo = Callable[[str], None]
+STARTUP_TRIALS = 10  # TPE samples at random until the study holds this many trials
+APP_N_CTX = "app_n_ctx"  # a below-floor profile's own n_ctx (see _enqueue_baselines)
 DIRECTIONS: list[optuna.study.StudyDirection] = [
     optuna.study.StudyDirection.MAXIMIZE,
     optuna.study.StudyDirection.MINIMIZE,
@@ -158,7 +160,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     """Create the study, or resume it when its settings match; refuse a mismatched resume."""
     storage = open_storage(ctx.storage, on_stale=_on_stale)
     sampler = optuna.samplers.TPESampler(
-        seed=ctx.settings.seed, multivariate=True, n_startup_trials=10
+        seed=ctx.settings.seed, multivariate=True, n_startup_trials=STARTUP_TRIALS
     )
     study = optuna.create_study(
         storage=storage,
@@ -183,6 +185,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
             confirm_spec=ctx.confirm_spec(),
             context_floor=ctx.floor.to_profile(),
             objectives=names,
+            quality_affecting=list(ctx.space.config.quality_affecting()),
             settings=fp,
         )
         record_study(study, record)

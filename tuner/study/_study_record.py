@@ -38,6 +38,8 @@ class StudyRecord:
     confirm_spec: dict[str, Any] | None = None  # what the confirmation runs measure
     context_floor: dict[str, Any] | None = None  # ContextFloor.to_profile(); None: made before
     objectives: list[str] | None = None  # the names of trial.values, in order
+    # the knobs that change the model's answers (search space's flag); None: made before
+    quality_affecting: list[str] | None = None
     settings: dict[str, Any] | None = None  # the fingerprint a resume must match; written last
     confirmed: Entries = field(default_factory=dict)  # trial number -> its confirmation
     reference_runs: Entries = field(default_factory=dict)  # session -> the app profile's runs
@@ -45,10 +47,11 @@ class StudyRecord:
     @classmethod
     def from_study(cls, study: optuna.Study) -> StudyRecord:
         a = study.user_attrs
-        version, offload, names = (
+        version, offload, names, quality = (
             a.get("llama_cpp_version"),
             a.get("gpu_offload"),
             a.get("objectives"),
+            a.get("quality_affecting"),
         )
         return cls(
             model=_dict(a.get("model")),
@@ -59,6 +62,7 @@ class StudyRecord:
             confirm_spec=_dict(a.get("confirm_spec")),
             context_floor=_dict(a.get("context_floor")),
             objectives=[str(n) for n in names] if isinstance(names, list) else None,
+            quality_affecting=([str(k) for k in quality] if isinstance(quality, list) else None),
             settings=_dict(a.get("settings")),
             confirmed=_entries(a.get("confirmed")),
             reference_runs=_entries(a.get("reference_runs")),

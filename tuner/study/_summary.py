@@ -8,6 +8,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.profile import Prefer
 from tuner.space import ContextFloor
 from tuner.study._constraints import CONSTRAINT_KEY, CTX_CONSTRAINT_KEY
 from tuner.study._selection import choose_best, pareto_front
@@ -61,7 +62,7 @@ def row_of(t: FrozenTrial, role: str) -> Row:
     )
 
 
-def summary_rows(trials: Sequence[FrozenTrial], prefer: str) -> list[Row]:
+def summary_rows(trials: Sequence[FrozenTrial], prefer: Prefer) -> list[Row]:
     """Best (by `prefer`), then the 'performance' baseline (or the first trial) for comparison."""
     rows: list[Row] = []
     best = choose_best(trials, prefer)
@@ -132,7 +133,7 @@ def floor_lines(trials: Sequence[FrozenTrial], floor: ContextFloor) -> list[str]
 
 
 def render_summary(
-    trials: Sequence[FrozenTrial], prefer: str, floor: ContextFloor | None = None
+    trials: Sequence[FrozenTrial], prefer: Prefer, floor: ContextFloor | None = None
 ) -> str:
     counts: dict[str, int] = {}
     for t in trials:

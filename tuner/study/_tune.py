@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from objectives.launch import Launcher, trial_launcher
+from tuner.echo import Echo
 from tuner.machine import measurement_lock, relabel
 from tuner.study._prepare import Context, check_options, prepare
 from tuner.study._settings import RunSettings
 from tuner.study._storage import display_url
 from tuner.study._study import counted_trials, run_study
 from tuner.study._summary import render_summary
-
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
