@@ -114,3 +114,29 @@ def test_the_vendored_files_import_nothing_from_dm_tune(source: str) -> None:
     imports = [line for line in text.splitlines() if line.startswith(("import ", "from "))]
     assert not [line for line in imports if "tuner" in line or "objectives" in line]
     assert not [line for line in imports if "pydantic" in line or "optuna" in line]
+
+
+def test_import_tuner_profile_works_with_pyyaml_alone(tmp_path: Path) -> None:
+    """The app may also import the package from a checkout: `import tuner.profile` in a venv
+    holding PyYAML alone loads the loader and the history helper, nothing else of dm-tune."""
+    child = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import tuner.profile as p; "
+        "print(json.dumps({'select': callable(p.select_profile), 'modules': sorted("
+        "m for m in sys.modules if m.split('.')[0] in "
+        "{'pydantic', 'optuna', 'plotly', 'tuner', 'objectives', 'pynvml', 'sqlalchemy'})}))"
+    )
+    out = subprocess.run(
+        [_bare_venv(tmp_path), "-I", "-c", child, str(ROOT)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["select"] is True
+    assert got["modules"] == [
+        "tuner",
+        "tuner.history_fit",
+        "tuner.profile",
+        "tuner.profile.llm_profile",
+    ]
