@@ -13,7 +13,15 @@ from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.model_file import sha256_cached
 from tuner.profile.build import build_profile, write_profile
-from tuner.profile.llm_profile import Measured, Prefer, Profile, ProfileError, quick_digest
+from tuner.profile.llm_profile import (
+    Conversation,
+    Measured,
+    Prefer,
+    Profile,
+    ProfileError,
+    Tier,
+    quick_digest,
+)
 from tuner.space import KV_KNOBS
 from tuner.study import (
     REFERENCE,
@@ -197,14 +205,30 @@ def export_profile(
     With `remeasure`, every tier's trial that was not confirmed yet is measured again first and
     the profile is rebuilt on the confirmed numbers, so each tier records confirmed values."""
 
-    def build() -> Profile:
-        return study_profile(study, prefer=prefer, storage=storage)
+    profile = study_profile(study, prefer=prefer, storage=storage)
+    if remeasure is not None:
+        profile = _confirm_tiers(study, profile, prefer, storage, remeasure, echo)
+    path = output or out_dir / f"{check_study_name(study.study_name)}.yaml"
+    try:
+        write_profile(path, profile)
+    except OSError as exc:
+        raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
+    _echo_summary(study, profile, path, prefer, echo)
+    return path
 
-    profile = build()
-    # A confirmed figure can move a tier onto another trial: confirm that one too, until every
-    # tier stands on confirmed figures (a few rounds at most: each confirms new trials only).
-    for _ in range(MAX_CONFIRM_ROUNDS if remeasure is not None else 0):
-        assert remeasure is not None
+
+def _confirm_tiers(
+    study: optuna.Study,
+    profile: Profile,
+    prefer: Prefer,
+    storage: str,
+    remeasure: Remeasure,
+    echo: Echo,
+) -> Profile:
+    """Confirm the tiers' trials not confirmed yet and rebuild, until every tier stands on
+    confirmed figures (a confirmed figure can move a tier onto another trial; a few rounds at
+    most: each confirms new trials only)."""
+    for _ in range(MAX_CONFIRM_ROUNDS):
         done = StudyRecord.from_study(study).confirmed
         numbers = {t.measured.trial for t in profile.tiers if t.measured is not None}
         todo = [study.trials[n] for n in sorted(numbers) if str(n) not in done]
@@ -212,30 +236,20 @@ def export_profile(
             break
         echo(f"Confirming the tiers' settings ({len(todo)} more):")
         confirm_trials(study, todo, remeasure, echo)
-        profile = build()
-    path = output or out_dir / f"{check_study_name(study.study_name)}.yaml"
-    try:
-        write_profile(path, profile)
-    except OSError as exc:
-        raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
+        profile = study_profile(study, prefer=prefer, storage=storage)
+    return profile
+
+
+def _echo_summary(
+    study: optuna.Study, profile: Profile, path: Path, prefer: Prefer, echo: Echo
+) -> None:
+    """What was written: the context floor, one line per tier, the baseline comparison."""
     default = profile.tier(profile.default_tier)
     echo(f"Profile written: {path}")
     if profile.conversation is not None:
-        c = profile.conversation
-        echo(
-            f"  context floor: n_ctx >= {c.min_ctx} in every tier ({c.min_ctx_rule}: the app's "
-            f"steady-state turn needs {c.steady_state_tokens} tokens with its {c.turns_kept} "
-            f"interactions and a {c.max_tokens}-token reply; every reply at {c.max_tokens}: "
-            f"{c.worst_case_tokens})"
-        )
+        echo(_floor_line(profile.conversation))
     for tier in profile.tiers:
-        mark = " (default)" if tier.name == profile.default_tier else ""
-        meas = tier.measured
-        perf = _figures(meas) if meas is not None else "not measured"
-        echo(
-            f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
-            f"{describe_settings(tier.llama.kwargs())} | {perf}"
-        )
+        echo(_tier_line(tier, profile.default_tier))
     _compare_to_baseline(study, default, echo)
     if profile.quality_affecting:
         echo(
@@ -247,4 +261,22 @@ def export_profile(
         f"(docs/selection.md). Load it: Llama(model_path=..., **tier.llama). "
         f"Default tier: {default.name}."
     )
-    return path
+
+
+def _floor_line(c: Conversation) -> str:
+    return (
+        f"  context floor: n_ctx >= {c.min_ctx} in every tier ({c.min_ctx_rule}: the app's "
+        f"steady-state turn needs {c.steady_state_tokens} tokens with its {c.turns_kept} "
+        f"interactions and a {c.max_tokens}-token reply; every reply at {c.max_tokens}: "
+        f"{c.worst_case_tokens})"
+    )
+
+
+def _tier_line(tier: Tier, default_tier: str) -> str:
+    mark = " (default)" if tier.name == default_tier else ""
+    meas = tier.measured
+    perf = _figures(meas) if meas is not None else "not measured"
+    return (
+        f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
+        f"{describe_settings(tier.llama.kwargs())} | {perf}"
+    )
