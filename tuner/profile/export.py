@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial
 
+from objectives.launch import trial_launcher
 from tuner.echo import Echo
 from tuner.errors import UserError
+from tuner.machine import measurement_lock
 from tuner.model_file import sha256_cached
 from tuner.profile.build import build_profile, write_profile
 from tuner.profile.llm_profile import (
@@ -29,11 +33,15 @@ from tuner.study import (
     StudyRecord,
     TrialRecord,
     apply_confirmations,
+    check_storage,
     check_study_name,
+    confirm,
     confirm_trials,
     describe_settings,
     floor_cost,
+    load_existing_study,
     reference_trial,
+    storage_failure,
 )
 
 MAX_CONFIRM_ROUNDS = 3
@@ -279,4 +287,78 @@ def _tier_line(tier: Tier, default_tier: str) -> str:
     return (
         f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
         f"{describe_settings(tier.llama.kwargs())} | {perf}"
+    )
+
+
+class Exported(NamedTuple):
+    """What export_study wrote: the study's name (for the inspect hints) and the profile."""
+
+    study_name: str
+    path: Path
+
+
+def export_study(
+    storage: str,
+    study_name: str | None,
+    *,
+    prefer: Prefer,
+    out_dir: Path,
+    output: Path | None,
+    confirm_k: int,
+    confirm_runs: int,
+    timeout_s: float,
+    wait: bool,
+    echo: Echo = print,
+) -> Exported:
+    """`dm-tune export`: load the study, re-measure its top `confirm_k` candidates first when
+    asked (holding the machine's measurement lock: only then does it measure), and export."""
+    if confirm_k < 0 or confirm_runs < 1:
+        raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
+    if confirm_k:  # the re-measurements are recorded in the study: it must be writable
+        check_storage(storage)
+    s = load_existing_study(storage, study_name)
+    if output is None:  # the study's name becomes the file name
+        check_study_name(s.study_name)
+    lock = (
+        measurement_lock("dm-tune export", f"study '{s.study_name}'", wait=wait, echo=echo)
+        if confirm_k
+        else nullcontext()
+    )
+    with lock, ExitStack() as stack:
+        how = None
+        if confirm_k:
+            how = _remeasure(s, confirm_runs, timeout_s, stack)
+            try:
+                confirm(s, prefer=prefer, k=confirm_k, how=how, echo=echo)
+            except StorageInternalError as exc:
+                raise storage_failure(exc, storage) from None
+        path = export_profile(
+            s,
+            prefer=prefer,
+            out_dir=out_dir,
+            storage=storage,
+            output=output,
+            remeasure=how,
+            echo=echo,
+        )
+    return Exported(s.study_name, path)
+
+
+def _remeasure(study: optuna.Study, runs: int, timeout_s: float, stack: ExitStack) -> Remeasure:
+    """How to re-measure the study's trials: its model file and confirmation workload, in
+    pre-warmed trial children that `stack` ends."""
+    record = StudyRecord.from_study(study)
+    model = Path((record.model or {}).get("path", ""))
+    workload = record.confirm_spec or record.workload_spec
+    if not model.is_file() or workload is None:
+        raise UserError(
+            f"cannot re-measure: the model file {model} is gone or the study has no "
+            "workload; export without --confirm"
+        )
+    return Remeasure(
+        runs=runs,
+        timeout_s=timeout_s,
+        model_path=model,
+        workload=workload,
+        launcher=stack.enter_context(trial_launcher()),  # pre-warmed trial children
     )
