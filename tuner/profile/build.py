@@ -240,54 +240,91 @@ def build_profile(
     is the app's conversation and context floor (tuner.profile.Conversation), None for a study
     made without one; `quality_knobs` the knobs the search space flags as quality_affecting.
     """
+    _check_rule(prefer, tier_fractions)
+    cands = [
+        t for t in candidates(trials) if "gen_tok_s" in metrics_of(t) and "ttft_ms" in metrics_of(t)
+    ]
+    tiers = (
+        _gpu_tiers(cands, budget_mb, tier_fractions, confirmed, provenance.get("gpu"), prefer)
+        if gpu_present
+        else []
+    )
+    cpu = str(provenance.get("cpu", "this CPU"))
+    tiers.append(_cpu_tier_of(cands, tiers, gpu_present, confirmed, prefer, cpu))
+    tiers = _drop_duplicates(tiers)
+    prov = _full_provenance(provenance, tiers, budget_mb, prefer)
+    return _assemble(model, prov, conversation, tiers, quality_knobs)
+
+
+def _check_rule(prefer: Prefer, tier_fractions: Sequence[float]) -> None:
+    """A known prefer rule, and no tier fraction that would let a tier need more than the budget."""
     if prefer not in PREFER_CHOICES:
         raise ProfileError(f"prefer must be one of {', '.join(PREFER_CHOICES)}, not {prefer!r}")
     if not all(0 < f <= 1 for f in tier_fractions):
         raise ProfileError(
             "tier fractions must be in (0, 1]: no tier may need more than the budget"
         )
-    cands = [
-        t for t in candidates(trials) if "gen_tok_s" in metrics_of(t) and "ttft_ms" in metrics_of(t)
-    ]
-    gpu_name = provenance.get("gpu")
+
+
+def _gpu_tiers(
+    cands: list[FrozenTrial],
+    budget_mb: float,
+    tier_fractions: Sequence[float],
+    confirmed: set[int] | None,
+    gpu_name: str | None,
+    prefer: Prefer,
+) -> list[Tier]:
+    """One tier per fraction, largest first, each needing less free VRAM than the one above."""
     tiers: list[Tier] = []
-    if gpu_present:
-        above: float | None = None  # free VRAM the tier above asks for
-        for fraction in sorted(set(tier_fractions), reverse=True):
-            cap = budget_mb * fraction
-            pool = [
-                t
-                for t in cands
-                if (need := _need(t)) is not None
-                and need <= cap
-                and (above is None or need < above)
-            ]
-            if confirmed and above is None:  # the default tier: only re-measured winners
-                pool = [t for t in pool if t.number in confirmed] or pool
-            best = choose_best(pool, prefer)
-            if best is None or _gpu_layers(best) == 0:
-                continue
-            tiers.append(_gpu_tier(best, tier_name(fraction), cap, gpu_name, prefer))
-            above = tiers[-1].min_vram_free_mb
+    above: float | None = None  # free VRAM the tier above asks for
+    for fraction in sorted(set(tier_fractions), reverse=True):
+        cap = budget_mb * fraction
+        pool = [
+            t
+            for t in cands
+            if (need := _need(t)) is not None and need <= cap and (above is None or need < above)
+        ]
+        if confirmed and above is None:  # the default tier: only re-measured winners
+            pool = [t for t in pool if t.number in confirmed] or pool
+        best = choose_best(pool, prefer)
+        if best is None or _gpu_layers(best) == 0:
+            continue
+        tiers.append(_gpu_tier(best, tier_name(fraction), cap, gpu_name, prefer))
+        above = tiers[-1].min_vram_free_mb
+    return tiers
+
+
+def _cpu_tier_of(
+    cands: list[FrozenTrial],
+    tiers: list[Tier],
+    gpu_present: bool,
+    confirmed: set[int] | None,
+    prefer: Prefer,
+    cpu: str,
+) -> Tier:
+    """The CPU tier: the best CPU-only trial, else the top GPU tier's settings unmeasured."""
     cpu_pool = [t for t in cands if _gpu_layers(t) == 0] if gpu_present else cands
     if confirmed and not gpu_present:
         cpu_pool = [t for t in cpu_pool if t.number in confirmed] or cpu_pool
     cpu_best = choose_best(cpu_pool, prefer)
-    cpu = str(provenance.get("cpu", "this CPU"))
     if cpu_best is not None:
-        tiers.append(_cpu_tier(cpu_best, measured=True, prefer=prefer, cpu=cpu))
-    elif tiers:
+        return _cpu_tier(cpu_best, measured=True, prefer=prefer, cpu=cpu)
+    if tiers:
         top = tiers[0]
         assert top.measured is not None
         source = next(t for t in cands if t.number == top.measured.trial)
-        tiers.append(_cpu_tier(source, measured=False, prefer=prefer, cpu=cpu, source=top.name))
-    else:
-        raise ProfileError(
-            "no completed trial fits the VRAM budget; run more trials or raise --vram-budget"
-        )
-    tiers = _drop_duplicates(tiers)
+        return _cpu_tier(source, measured=False, prefer=prefer, cpu=cpu, source=top.name)
+    raise ProfileError(
+        "no completed trial fits the VRAM budget; run more trials or raise --vram-budget"
+    )
+
+
+def _full_provenance(
+    provenance: dict[str, Any], tiers: list[Tier], budget_mb: float, prefer: Prefer
+) -> dict[str, Any]:
+    """The caller's provenance with the time, version, trials used, budget and rule added."""
     used = [t.measured.trial for t in tiers if t.measured is not None]
-    prov = {
+    return {
         "created": datetime.now(timezone.utc).replace(microsecond=0),
         "dm_tune_version": __version__,
         **provenance,
@@ -297,6 +334,16 @@ def build_profile(
         "vram_budget_mb": budget_mb,
         "prefer": prefer,
     }
+
+
+def _assemble(
+    model: dict[str, Any],
+    prov: dict[str, Any],
+    conversation: dict[str, Any] | None,
+    tiers: list[Tier],
+    quality_knobs: Sequence[str],
+) -> Profile:
+    """The Profile of the loader's schema; a schema mismatch becomes a ProfileError."""
     try:
         return Profile(
             version=1 if conversation is None else 2,

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.trial import FrozenTrial
 
+from objectives.launch import trial_launcher
 from tuner.echo import Echo
 from tuner.errors import UserError
+from tuner.machine import measurement_lock
 from tuner.model_file import sha256_cached
 from tuner.profile.build import build_profile, write_profile
-from tuner.profile.llm_profile import Measured, Prefer, Profile, ProfileError, quick_digest
+from tuner.profile.llm_profile import (
+    Conversation,
+    Measured,
+    Prefer,
+    Profile,
+    ProfileError,
+    Tier,
+    quick_digest,
+)
 from tuner.space import KV_KNOBS
 from tuner.study import (
     REFERENCE,
@@ -21,11 +33,15 @@ from tuner.study import (
     StudyRecord,
     TrialRecord,
     apply_confirmations,
+    check_storage,
     check_study_name,
+    confirm,
     confirm_trials,
     describe_settings,
     floor_cost,
+    load_existing_study,
     reference_trial,
+    storage_failure,
 )
 
 MAX_CONFIRM_ROUNDS = 3
@@ -197,14 +213,30 @@ def export_profile(
     With `remeasure`, every tier's trial that was not confirmed yet is measured again first and
     the profile is rebuilt on the confirmed numbers, so each tier records confirmed values."""
 
-    def build() -> Profile:
-        return study_profile(study, prefer=prefer, storage=storage)
+    profile = study_profile(study, prefer=prefer, storage=storage)
+    if remeasure is not None:
+        profile = _confirm_tiers(study, profile, prefer, storage, remeasure, echo)
+    path = output or out_dir / f"{check_study_name(study.study_name)}.yaml"
+    try:
+        write_profile(path, profile)
+    except OSError as exc:
+        raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
+    _echo_summary(study, profile, path, prefer, echo)
+    return path
 
-    profile = build()
-    # A confirmed figure can move a tier onto another trial: confirm that one too, until every
-    # tier stands on confirmed figures (a few rounds at most: each confirms new trials only).
-    for _ in range(MAX_CONFIRM_ROUNDS if remeasure is not None else 0):
-        assert remeasure is not None
+
+def _confirm_tiers(
+    study: optuna.Study,
+    profile: Profile,
+    prefer: Prefer,
+    storage: str,
+    remeasure: Remeasure,
+    echo: Echo,
+) -> Profile:
+    """Confirm the tiers' trials not confirmed yet and rebuild, until every tier stands on
+    confirmed figures (a confirmed figure can move a tier onto another trial; a few rounds at
+    most: each confirms new trials only)."""
+    for _ in range(MAX_CONFIRM_ROUNDS):
         done = StudyRecord.from_study(study).confirmed
         numbers = {t.measured.trial for t in profile.tiers if t.measured is not None}
         todo = [study.trials[n] for n in sorted(numbers) if str(n) not in done]
@@ -212,30 +244,20 @@ def export_profile(
             break
         echo(f"Confirming the tiers' settings ({len(todo)} more):")
         confirm_trials(study, todo, remeasure, echo)
-        profile = build()
-    path = output or out_dir / f"{check_study_name(study.study_name)}.yaml"
-    try:
-        write_profile(path, profile)
-    except OSError as exc:
-        raise UserError(f"cannot write the profile to {path}: {exc.strerror}") from None
+        profile = study_profile(study, prefer=prefer, storage=storage)
+    return profile
+
+
+def _echo_summary(
+    study: optuna.Study, profile: Profile, path: Path, prefer: Prefer, echo: Echo
+) -> None:
+    """What was written: the context floor, one line per tier, the baseline comparison."""
     default = profile.tier(profile.default_tier)
     echo(f"Profile written: {path}")
     if profile.conversation is not None:
-        c = profile.conversation
-        echo(
-            f"  context floor: n_ctx >= {c.min_ctx} in every tier ({c.min_ctx_rule}: the app's "
-            f"steady-state turn needs {c.steady_state_tokens} tokens with its {c.turns_kept} "
-            f"interactions and a {c.max_tokens}-token reply; every reply at {c.max_tokens}: "
-            f"{c.worst_case_tokens})"
-        )
+        echo(_floor_line(profile.conversation))
     for tier in profile.tiers:
-        mark = " (default)" if tier.name == profile.default_tier else ""
-        meas = tier.measured
-        perf = _figures(meas) if meas is not None else "not measured"
-        echo(
-            f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
-            f"{describe_settings(tier.llama.kwargs())} | {perf}"
-        )
+        echo(_tier_line(tier, profile.default_tier))
     _compare_to_baseline(study, default, echo)
     if profile.quality_affecting:
         echo(
@@ -247,4 +269,96 @@ def export_profile(
         f"(docs/selection.md). Load it: Llama(model_path=..., **tier.llama). "
         f"Default tier: {default.name}."
     )
-    return path
+
+
+def _floor_line(c: Conversation) -> str:
+    return (
+        f"  context floor: n_ctx >= {c.min_ctx} in every tier ({c.min_ctx_rule}: the app's "
+        f"steady-state turn needs {c.steady_state_tokens} tokens with its {c.turns_kept} "
+        f"interactions and a {c.max_tokens}-token reply; every reply at {c.max_tokens}: "
+        f"{c.worst_case_tokens})"
+    )
+
+
+def _tier_line(tier: Tier, default_tier: str) -> str:
+    mark = " (default)" if tier.name == default_tier else ""
+    meas = tier.measured
+    perf = _figures(meas) if meas is not None else "not measured"
+    return (
+        f"  tier {tier.name}{mark}: needs {tier.min_vram_free_mb:.0f} MB free VRAM | "
+        f"{describe_settings(tier.llama.kwargs())} | {perf}"
+    )
+
+
+class Exported(NamedTuple):
+    """What export_study wrote: the study's name (for the inspect hints) and the profile."""
+
+    study_name: str
+    path: Path
+
+
+def export_study(
+    storage: str,
+    study_name: str | None,
+    *,
+    prefer: Prefer,
+    out_dir: Path,
+    output: Path | None,
+    confirm_k: int,
+    confirm_runs: int,
+    timeout_s: float,
+    wait: bool,
+    echo: Echo = print,
+) -> Exported:
+    """`dm-tune export`: load the study, re-measure its top `confirm_k` candidates first when
+    asked (holding the machine's measurement lock: only then does it measure), and export."""
+    if confirm_k < 0 or confirm_runs < 1:
+        raise UserError("--confirm must be 0 or more and --confirm-runs at least 1")
+    if confirm_k:  # the re-measurements are recorded in the study: it must be writable
+        check_storage(storage)
+    s = load_existing_study(storage, study_name)
+    if output is None:  # the study's name becomes the file name
+        check_study_name(s.study_name)
+    lock = (
+        measurement_lock("dm-tune export", f"study '{s.study_name}'", wait=wait, echo=echo)
+        if confirm_k
+        else nullcontext()
+    )
+    with lock, ExitStack() as stack:
+        how = None
+        if confirm_k:
+            how = _remeasure(s, confirm_runs, timeout_s, stack)
+            try:
+                confirm(s, prefer=prefer, k=confirm_k, how=how, echo=echo)
+            except StorageInternalError as exc:
+                raise storage_failure(exc, storage) from None
+        path = export_profile(
+            s,
+            prefer=prefer,
+            out_dir=out_dir,
+            storage=storage,
+            output=output,
+            remeasure=how,
+            echo=echo,
+        )
+    return Exported(s.study_name, path)
+
+
+def _remeasure(study: optuna.Study, runs: int, timeout_s: float, stack: ExitStack) -> Remeasure:
+    """How to re-measure the study's trials: its model file and confirmation workload, in
+    pre-warmed trial children that `stack` ends."""
+    record = StudyRecord.from_study(study)
+    model = Path((record.model or {}).get("path", ""))
+    workload = record.confirm_spec or record.workload_spec
+    if not model.is_file() or workload is None:
+        raise UserError(
+            f"cannot re-measure: the model file {model} is gone or the study has no "
+            "workload; export without --confirm"
+        )
+    return Remeasure(
+        runs=runs,
+        timeout_s=timeout_s,
+        model_path=model,
+        workload=workload,
+        launcher=stack.enter_context(trial_launcher()),  # pre-warmed trial children
+    )

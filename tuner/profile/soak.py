@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,28 +348,13 @@ def soak_profile(
     """
     profile = open_profile(path)
     w = load_model(workload or default_config("workload.yaml"), Workload)
-    conv = profile.conversation
-    if max_tokens is None:
-        max_tokens = conv.max_tokens if conv is not None else w.app.max_tokens
-    if history_turns is None:
-        history_turns = conv.turns_kept if conv is not None else w.app.turns_kept
+    max_tokens, history_turns = _app_settings(profile, w, max_tokens, history_turns)
     _check_options(messages, max_tokens, reply_tokens, history_turns, timeout_s)
     model_path = resolve_model(profile, model)
     with measurement_lock("dm-tune soak", f"profile {path.name}", wait=wait, echo=echo):
         free = free_vram()
-        try:
-            chosen = pick_tier(profile, tier, free)
-        except ProfileError as exc:  # no tier of that name
-            raise UserError(str(exc)) from None
-        warnings: list[str] = []
-        if chosen.min_vram_free_mb > (free.mb or 0.0):
-            warnings.append(
-                f"tier {chosen.name} needs {chosen.min_vram_free_mb:.0f} MB free VRAM "
-                f"({free.describe()}); its figures won't be the app's"
-            )
-        extra = chosen.app_keys_warning()
-        if extra:
-            warnings.append(extra)
+        chosen = _chosen_tier(profile, tier, free)
+        warnings = _tier_warnings(chosen, free)
         for line in warnings:
             echo(f"warning: {line}")
         replies = f"replies of {reply_tokens}" if long_replies else f"replies up to {reply_tokens}"
@@ -383,20 +369,8 @@ def soak_profile(
                 model_path, params, w, messages, reply_tokens, history_turns, long_replies, fit
             )
 
-        echo("  1/2 app as is: its five Llama(...) keys, the last interactions")
-        launcher = ColdLauncher(SOAK_ARGV)  # each conversation in a fresh soak child
-        app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s, launcher)
-        echo("  2/2 app + helper: the whole tier, fit_history")
         fit = {"max_tokens": max_tokens, "block": block}
-        helper, p = _chat(
-            "app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s, launcher
-        )
-        context = ContextBudget(
-            n_ctx=int(p["n_ctx"]),
-            max_tokens=max_tokens,
-            history_turns=history_turns,
-            **p["parts"],
-        )
+        app, helper, p = _conversations(chosen, spec, fit, timeout_s, echo)
         return SoakReport(
             profile=path,
             model=model_path,
@@ -408,11 +382,76 @@ def soak_profile(
             max_tokens=max_tokens,
             block=block,
             n_ctx=int(p["n_ctx"]),
-            context=context,
+            context=_context_budget(p, max_tokens, history_turns),
             app=app,
             helper=helper,
             warnings=tuple(warnings),
         )
+
+
+def _chosen_tier(profile: Profile, name: str | None, free: FreeVram) -> Tier:
+    """pick_tier, with an unknown --tier name as a UserError."""
+    try:
+        return pick_tier(profile, name, free)
+    except ProfileError as exc:  # no tier of that name
+        raise UserError(str(exc)) from None
+
+
+def _conversations(
+    chosen: Tier,
+    spec: Callable[[dict[str, Any], dict[str, int] | None], SoakSpec],
+    fit: dict[str, int],
+    timeout_s: float,
+    echo: Echo,
+) -> tuple[Chat, Chat, dict[str, Any]]:
+    """The app as is, then the app + helper, each in a fresh soak child; with the helper
+    child's raw payload (n_ctx and the prompt's token counts)."""
+    echo("  1/2 app as is: its five Llama(...) keys, the last interactions")
+    launcher = ColdLauncher(SOAK_ARGV)  # each conversation in a fresh soak child
+    app, _ = _chat("app as is", spec(app_keys(chosen), None), chosen.name, timeout_s, launcher)
+    echo("  2/2 app + helper: the whole tier, fit_history")
+    helper, p = _chat(
+        "app + helper", spec(chosen.llama.kwargs(), fit), chosen.name, timeout_s, launcher
+    )
+    return app, helper, p
+
+
+def _context_budget(p: dict[str, Any], max_tokens: int, history_turns: int) -> ContextBudget:
+    """The app's longest prompt, from the token counts the helper child measured."""
+    return ContextBudget(
+        n_ctx=int(p["n_ctx"]),
+        max_tokens=max_tokens,
+        history_turns=history_turns,
+        **p["parts"],
+    )
+
+
+def _app_settings(
+    profile: Profile, w: Workload, max_tokens: int | None, history_turns: int | None
+) -> tuple[int, int]:
+    """The app's max_tokens and history_turns: as given, else the profile's conversation (a
+    version 2 profile), else the workload's `app` settings."""
+    conv = profile.conversation
+    if max_tokens is None:
+        max_tokens = conv.max_tokens if conv is not None else w.app.max_tokens
+    if history_turns is None:
+        history_turns = conv.turns_kept if conv is not None else w.app.turns_kept
+    return max_tokens, history_turns
+
+
+def _tier_warnings(chosen: Tier, free: FreeVram) -> list[str]:
+    """Why the soak's figures may not be the app's: too little free VRAM for the tier, or
+    keys the app's loader would drop."""
+    warnings: list[str] = []
+    if chosen.min_vram_free_mb > (free.mb or 0.0):
+        warnings.append(
+            f"tier {chosen.name} needs {chosen.min_vram_free_mb:.0f} MB free VRAM "
+            f"({free.describe()}); its figures won't be the app's"
+        )
+    extra = chosen.app_keys_warning()
+    if extra:
+        warnings.append(extra)
+    return warnings
 
 
 def _mb(x: float | None) -> str:
