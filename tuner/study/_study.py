@@ -332,7 +332,7 @@ def _constrain(
     res: ChildResult,
     metrics: TrialMetrics,
 ) -> None:
-    """Set the trial's constraints: VRAM over budget (spill included) and context floor."""
+    """Set the trial's constraint values (VRAM over budget, spill included; context floor)."""
     vram, source = metrics.vram_mb, metrics.vram_source
     constraints = constraint_values(
         vram, ctx.settings.vram_budget_mb, int(params["n_ctx"]), ctx.floor.min_ctx, source
