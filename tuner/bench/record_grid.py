@@ -53,7 +53,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import optuna
 import psutil
@@ -461,9 +461,9 @@ class _Recorder:
     meta_path: Path
     t_start: float
     kept: int  # runs kept from an earlier recording (--resume)
+    runs: csv.DictWriter[str]  # appends to the runs file (open while runs are made)
+    runs_file: TextIO
     n: int = 0  # runs made by this one
-    runs: Any = None  # csv.DictWriter over the runs file, while it is open
-    runs_file: Any = None
 
     def write_outputs(self, complete: bool) -> list[dict[str, Any]]:
         """The table of the cells measured so far, and the metadata; both replaced whole."""
@@ -577,17 +577,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming: {kept} earlier run(s) kept from {runs_path}", flush=True)
     meta = _meta(a, g, runs_path, started, argv)
     table_path, meta_path = a.out_dir / f"{name}.csv", a.out_dir / f"{name}.json"
-    rec = _Recorder(a, g, launcher, by_cell, meta, table_path, meta_path, t_start, kept)
 
     run_columns = ("pass", "order", *g.settings, *METRICS, *RUN_TAIL)
     if kept:  # append in the earlier file's columns (an older file has no vram columns)
         with runs_path.open(newline="", encoding="utf-8") as f:
             run_columns = tuple(next(csv.reader(f)))
     with runs_path.open("a" if kept else "w", newline="", encoding="utf-8") as f:
-        rec.runs = csv.DictWriter(f, fieldnames=run_columns, extrasaction="ignore")
-        rec.runs_file = f
+        w = csv.DictWriter(f, fieldnames=run_columns, extrasaction="ignore")
         if not kept:
-            rec.runs.writeheader()
+            w.writeheader()
+        rec = _Recorder(a, g, launcher, by_cell, meta, table_path, meta_path, t_start, kept, w, f)
         if not _passes(rec, rng, pass_deadline):
             _retries(rec, rng, retry_deadline)
 
