@@ -206,13 +206,13 @@ def _poll(
 
 def _read_payload(child: Spawned) -> dict[str, Any]:
     """The child's result file ({} when it wrote none, or an unreadable one)."""
-    if child.result_path.exists():
-        try:
-            payload: dict[str, Any] = json.loads(child.result_path.read_text("utf-8"))
-            return payload
-        except ValueError:
-            return {}
-    return {}
+    if not child.result_path.exists():
+        return {}
+    try:
+        payload: dict[str, Any] = json.loads(child.result_path.read_text("utf-8"))
+    except ValueError:
+        return {}
+    return payload
 
 
 def _classify(
