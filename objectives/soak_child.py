@@ -214,12 +214,9 @@ def overflow(n_prompt: int, n_ctx: int, spec: dict[str, Any]) -> str:
     return ""
 
 
-def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
-    chat = spec["chat"]
-    n_ctx = int(llm.n_ctx())
-    history: list[tuple[str, str]] = [(u, a) for u, a in chat["history"]]  # all, as persisted
-    checkpoints = set(spec["checkpoints"])
-    out: dict[str, Any] = {
+def _after_load(llm: Any, chat: dict[str, Any], n_ctx: int) -> dict[str, Any]:
+    """The soak's result as it starts: memory after the load, no message sent yet."""
+    return {
         "n_ctx": n_ctx,
         "rss_after_load_mb": rss_mb(),
         "vram_after_load_mb": process_vram_mb(os.getpid()),
@@ -230,6 +227,27 @@ def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
         "messages_done": 0,
         "overflow": None,
     }
+
+
+def _checkpoint(i: int, turn: dict[str, Any], first_s: float, total_s: float) -> dict[str, Any]:
+    """Memory and timings after message i (one of the spec's checkpoints)."""
+    return {
+        "message": i,
+        "rss_mb": rss_mb(),
+        "vram_mb": process_vram_mb(os.getpid()),
+        "ttft_ms": first_s * 1000.0,
+        "answer_s": total_s,
+        "prompt_tokens": turn["prompt_tokens"],
+        "reply_tokens": turn["reply_tokens"],
+    }
+
+
+def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    chat = spec["chat"]
+    n_ctx = int(llm.n_ctx())
+    history: list[tuple[str, str]] = [(u, a) for u, a in chat["history"]]  # all, as persisted
+    checkpoints = set(spec["checkpoints"])
+    out = _after_load(llm, chat, n_ctx)
     bias = long_reply_bias(llm, chat["stop"]) if spec["long_replies"] else None
     llm("Bonjour", max_tokens=2)  # the app's warm-up after its load
     llm.set_seed(int(chat["seed"]))
@@ -268,17 +286,7 @@ def soak(llm: Any, spec: dict[str, Any]) -> dict[str, Any]:
             }
         )
         if i in checkpoints:
-            out["checkpoints"].append(
-                {
-                    "message": i,
-                    "rss_mb": rss_mb(),
-                    "vram_mb": process_vram_mb(os.getpid()),
-                    "ttft_ms": first_s * 1000.0,
-                    "answer_s": total_s,
-                    "prompt_tokens": n_prompt,
-                    "reply_tokens": out["turns"][-1]["reply_tokens"],
-                }
-            )
+            out["checkpoints"].append(_checkpoint(i, out["turns"][-1], first_s, total_s))
     return out
 
 

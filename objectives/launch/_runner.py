@@ -117,6 +117,17 @@ def run_spawned(
         child.close()
 
 
+@dataclass
+class _Watching:
+    """What watching a running child has seen so far."""
+
+    t0: float
+    gated: bool  # waits for "go" after its model load
+    timed_out: bool = False
+    pruned: str | None = None
+    started: float | None = None  # when repeat 1 was first seen
+
+
 def _watch_child(
     child: Spawned,
     timeout_s: float,
@@ -129,39 +140,15 @@ def _watch_child(
     t0 = time.perf_counter()
     if sampler is not None:
         sampler.start(proc.pid)
-    timed_out = False
-    pruned: str | None = None
-    started: float | None = None  # when repeat 1 was first seen
-    gated = child.waiting  # waits for "go" after its model load
+    w = _Watching(t0=t0, gated=child.waiting)
     try:
         while True:
             try:
                 proc.wait(timeout=POLL_S)
                 break
             except subprocess.TimeoutExpired:
-                if time.perf_counter() - t0 > timeout_s:
-                    timed_out = True
-                    child.end()
+                if _poll(child, w, timeout_s, sampler, watcher, wait_for):
                     break
-                text = child.stderr_text()
-                phase = phases.last_phase(text)
-                if (
-                    gated
-                    and phase == phases.LOADED
-                    and (wait_for is None or wait_for.spare_settled())
-                ):
-                    child.send("go")
-                    gated = False
-                if sampler is not None:
-                    sampler.mark_generation(phases.is_measuring(phase))
-                if watcher is not None and phase == phases.repeat(1):
-                    now = time.perf_counter()
-                    started = started or now
-                    vram = sampler.peak_mb() if sampler is not None else None
-                    pruned = watcher(_watch(text, now - started, vram))
-                    if pruned:
-                        child.end()
-                        break
     except BaseException:
         child.end()
         if sampler is not None:
@@ -170,24 +157,62 @@ def _watch_child(
     wall = time.perf_counter() - t0
     gpu = sampler.stop() if sampler is not None else GpuReading(None, None)
     stderr = child.stderr_text()
-    payload: dict[str, Any] = {}
-    if child.result_path.exists():
-        try:
-            payload = json.loads(child.result_path.read_text("utf-8"))
-        except ValueError:
-            payload = {}
+    payload = _read_payload(child)
     rc = proc.returncode
-    if pruned:
+    if w.pruned:
         return ChildResult(
             "pruned",
-            pruned,
+            w.pruned,
             returncode=rc,
             phase=phases.last_phase(stderr),
             gpu=gpu,
             wall_s=wall,
-            payload={"watch": asdict(_watch(stderr, t0 + wall - (started or t0), gpu.vram_mb))},
+            payload={"watch": asdict(_watch(stderr, t0 + wall - (w.started or t0), gpu.vram_mb))},
         )
-    return _classify(rc, timed_out, timeout_s, payload, stderr, gpu, wall)
+    return _classify(rc, w.timed_out, timeout_s, payload, stderr, gpu, wall)
+
+
+def _poll(
+    child: Spawned,
+    w: _Watching,
+    timeout_s: float,
+    sampler: GpuSampler | None,
+    watcher: Watcher | None,
+    wait_for: WarmPool | None,
+) -> bool:
+    """One look at a running child: end it past its timeout, let a gated one go once loaded,
+    tell the sampler whether it generates, ask the watcher whether to prune. True: stop."""
+    if time.perf_counter() - w.t0 > timeout_s:
+        w.timed_out = True
+        child.end()
+        return True
+    text = child.stderr_text()
+    phase = phases.last_phase(text)
+    if w.gated and phase == phases.LOADED and (wait_for is None or wait_for.spare_settled()):
+        child.send("go")
+        w.gated = False
+    if sampler is not None:
+        sampler.mark_generation(phases.is_measuring(phase))
+    if watcher is not None and phase == phases.repeat(1):
+        now = time.perf_counter()
+        w.started = w.started or now
+        vram = sampler.peak_mb() if sampler is not None else None
+        w.pruned = watcher(_watch(text, now - w.started, vram))
+        if w.pruned:
+            child.end()
+            return True
+    return False
+
+
+def _read_payload(child: Spawned) -> dict[str, Any]:
+    """The child's result file ({} when it wrote none, or an unreadable one)."""
+    if not child.result_path.exists():
+        return {}
+    try:
+        payload: dict[str, Any] = json.loads(child.result_path.read_text("utf-8"))
+    except ValueError:
+        return {}
+    return payload
 
 
 def _classify(

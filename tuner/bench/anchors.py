@@ -365,6 +365,112 @@ def sweep_points(
     return out
 
 
+def _dm_tune_tier(profile_path: Path) -> tuple[str, dict[str, Any]]:
+    """The profile's default tier: its name and its llama kwargs."""
+    from tuner.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(profile_path)
+    except ProfileError as e:
+        raise UserError(str(e)) from None
+    tier = profile.tier(profile.default_tier)
+    return tier.name, tier.llama.kwargs()
+
+
+def _fit_cli_entry(fit: dict[str, Any], fit_ngl: int, extra: str, floor: int) -> dict[str, Any]:
+    """What `llama-server --fit` runs: fit's -c/-ngl with the CLI's defaults."""
+    cli_threads = llama_cpp_default_threads()
+    return _entry(
+        "fit+cli-defaults",
+        "fit",
+        {
+            "n_gpu_layers": fit_ngl,
+            "n_ctx": fit["n_ctx"],
+            "n_batch": 2048,
+            "n_ubatch": 512,
+            "n_threads": cli_threads,
+            "n_threads_batch": cli_threads,
+            "flash_attn": True,
+            "use_mlock": False,
+        },
+        "llama-server --fit: fit's -c/-ngl, CLI defaults (batch 2048/512, flash auto = on "
+        f"with CUDA, {cli_threads} threads = physical cores){extra}",
+        floor,
+    )
+
+
+def _fit_with_entries(
+    app: dict[str, Any],
+    space: SearchSpace,
+    dm: dict[str, Any],
+    fit_ngl: int,
+    extra: str,
+    floor: int,
+) -> list[dict[str, Any]]:
+    """fit's layer count with the other knobs of the app's performance profile (if it has
+    one), then with the dm-tune tier's."""
+    out = []
+    if "performance" in app:
+        perf: dict[str, Any] = dict(app["performance"])
+        perf.update(n_gpu_layers=fit_ngl, n_ctx=max(int(perf["n_ctx"]), floor))
+        out.append(
+            _entry(
+                "fit+app",
+                "fit",
+                space.fit_baseline(perf),
+                f"fit's ngl {fit_ngl} with the app's performance profile at the floor{extra}",
+                floor,
+            )
+        )
+    out.append(
+        _entry(
+            "fit+dm-tune",
+            "fit",
+            {**dm, "n_gpu_layers": fit_ngl},
+            f"fit's ngl {fit_ngl} with the dm-tune tier's other knobs{extra}",
+            floor,
+        )
+    )
+    return out
+
+
+def _app_entries(app: dict[str, Any], space: SearchSpace, floor: int) -> list[dict[str, Any]]:
+    """Desktop-Mate's own profiles, as the study enqueues them."""
+    out = []
+    for name, prof in app.items():
+        llama = space.fit_baseline(dict(prof))
+        low = int(llama["n_ctx"]) < floor
+        note = f"Desktop-Mate's {name} profile, normalized as the study enqueues it"
+        if low:
+            note += f"; n_ctx {llama['n_ctx']} below the floor {floor}: run as the app runs it"
+        out.append(_entry(f"app:{name}", "app", llama, note, floor))
+    return out
+
+
+def _sweep_entries(
+    space: SearchSpace,
+    dm: dict[str, Any],
+    centres: tuple[int, int],  # the dm-tune tier's and fit's layer counts
+    n_layers: int,
+    cores: Cores,
+    sweep_shape: str,
+    floor: int,
+) -> list[dict[str, Any]]:
+    """The ground-truth sweep over layers and threads around the dm-tune tier."""
+    dm_ngl = centres[0]
+    base = {**dm, "flash_attn": True, "n_ctx": max(int(dm["n_ctx"]), floor)}
+    out = []
+    for ngl, t in sweep_points(
+        sweep_layers(centres, n_layers),
+        sweep_threads(int(dm["n_threads"]), cores),
+        (dm_ngl, int(dm["n_threads"])),
+        sweep_shape,
+    ):
+        llama = space.normalize({**base, "n_gpu_layers": ngl, "n_threads": t})
+        out.append(_entry(f"sweep:ngl{ngl}:t{t}", "sweep", llama, "ground-truth sweep", floor))
+    return out
+
+
 def build_plan(
     model: Path,
     profile_path: Path,
@@ -380,20 +486,13 @@ def build_plan(
     space_path: Path | None = DEFAULT_SPACE,
 ) -> dict[str, Any]:
     """Every setting to measure, named and grouped (see the module docstring)."""
-    from tuner.profile import ProfileError, load_profile
-
     fit = parse_fit_answer(fit_text)
     info = read_gguf(model)
     cores = cores or detect_cores()
-    try:
-        profile = load_profile(profile_path)
-    except ProfileError as e:
-        raise UserError(str(e)) from None
-    tier = profile.tier(profile.default_tier)
+    tier_name, dm = _dm_tune_tier(profile_path)
     space = _space(info, floor, cores, space_path)
     n_layers = info.offloadable_layers
     fit_ngl = space.normalize({"n_gpu_layers": fit["n_gpu_layers"]})["n_gpu_layers"]
-    dm = tier.llama.kwargs()
     dm_ngl = space.normalize({"n_gpu_layers": dm["n_gpu_layers"]})["n_gpu_layers"]
     extra = f"; not applied: {' '.join(fit['extra'])}" if fit["extra"] else ""
     settings = [
@@ -401,74 +500,21 @@ def build_plan(
             "dm-tune",
             "dm-tune",
             dm,
-            f"profile {profile_path.name}, default tier {tier.name}",
+            f"profile {profile_path.name}, default tier {tier_name}",
             floor,
-        )
+        ),
+        _fit_cli_entry(fit, fit_ngl, extra, floor),
     ]
-    cli_threads = llama_cpp_default_threads()
-    settings.append(
-        _entry(
-            "fit+cli-defaults",
-            "fit",
-            {
-                "n_gpu_layers": fit_ngl,
-                "n_ctx": fit["n_ctx"],
-                "n_batch": 2048,
-                "n_ubatch": 512,
-                "n_threads": cli_threads,
-                "n_threads_batch": cli_threads,
-                "flash_attn": True,
-                "use_mlock": False,
-            },
-            "llama-server --fit: fit's -c/-ngl, CLI defaults (batch 2048/512, flash auto = on "
-            f"with CUDA, {cli_threads} threads = physical cores){extra}",
-            floor,
-        )
-    )
     app = load_baselines(baselines)
-    if "performance" in app:
-        perf: dict[str, Any] = dict(app["performance"])
-        perf.update(n_gpu_layers=fit_ngl, n_ctx=max(int(perf["n_ctx"]), floor))
-        settings.append(
-            _entry(
-                "fit+app",
-                "fit",
-                space.fit_baseline(perf),
-                f"fit's ngl {fit_ngl} with the app's performance profile at the floor{extra}",
-                floor,
-            )
-        )
-    settings.append(
-        _entry(
-            "fit+dm-tune",
-            "fit",
-            {**dm, "n_gpu_layers": fit_ngl},
-            f"fit's ngl {fit_ngl} with the dm-tune tier's other knobs{extra}",
-            floor,
-        )
-    )
+    settings += _fit_with_entries(app, space, dm, fit_ngl, extra, floor)
     oc = ollama_choice(model, free_mib, total_mib, floor)
     why = oc.pop("why")
     settings.append(_entry("ollama", "ollama", oc, why, floor))
-    for name, prof in app.items():
-        llama = space.fit_baseline(dict(prof))
-        low = int(llama["n_ctx"]) < floor
-        note = f"Desktop-Mate's {name} profile, normalized as the study enqueues it"
-        if low:
-            note += f"; n_ctx {llama['n_ctx']} below the floor {floor}: run as the app runs it"
-        settings.append(_entry(f"app:{name}", "app", llama, note, floor))
+    settings += _app_entries(app, space, floor)
     if sweep:
-        base = {**dm, "flash_attn": True, "n_ctx": max(int(dm["n_ctx"]), floor)}
-        for ngl, t in sweep_points(
-            sweep_layers((dm_ngl, fit_ngl), n_layers),
-            sweep_threads(int(dm["n_threads"]), cores),
-            (dm_ngl, int(dm["n_threads"])),
-            sweep_shape,
-        ):
-            llama = space.normalize({**base, "n_gpu_layers": ngl, "n_threads": t})
-            settings.append(
-                _entry(f"sweep:ngl{ngl}:t{t}", "sweep", llama, "ground-truth sweep", floor)
-            )
+        settings += _sweep_entries(
+            space, dm, (dm_ngl, fit_ngl), n_layers, cores, sweep_shape, floor
+        )
     names = [s["name"] for s in settings]
     assert len(set(names)) == len(names), names
     return {

@@ -165,27 +165,9 @@ def header_info(shape: Shape, quant: str, n_vocab: int = DEMO_VOCAB) -> GGUFInfo
     )
 
 
-def write_llama_gguf(
-    path: Path | str,
-    *,
-    blocks: int,
-    hidden: int,
-    ffn: int,
-    heads: int,
-    kv_heads: int,
-    context_length: int,
-    quant: str = "Q4_0",
-    tokenizer_from: Path | str = DEMO_PATH,
-    seed: int = 0,
-) -> Path:
-    """Write the GGUF, streaming tensor data from a small random pool (memory stays ~100 MB)."""
-    from gguf import GGMLQuantizationType, GGUFWriter
-
-    shape = Shape(blocks, hidden, ffn, heads, kv_heads, context_length)
-    _check(shape, quant)
-    path = Path(path)
-    rng = np.random.default_rng(seed)
-    writer = GGUFWriter(path, "llama")
+def _add_header(writer: Any, shape: Shape, quant: str, tokenizer_from: Path) -> int:
+    """The llama header's keys and the tokenizer's; returns the vocabulary's size."""
+    blocks, hidden, ffn, heads, kv_heads, context_length = shape
     writer.add_name(f"dm-tune random llama {blocks}x{hidden}")
     writer.add_block_count(blocks)
     writer.add_context_length(context_length)
@@ -198,10 +180,15 @@ def write_llama_gguf(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(_QUANTS[quant][2])
     writer.add_quantization_version(2)
-    n_vocab = _copy_tokenizer(writer, Path(tokenizer_from))
+    n_vocab = _copy_tokenizer(writer, tokenizer_from)
     writer.add_vocab_size(n_vocab)
+    return n_vocab
 
-    specs = _tensor_specs(shape, n_vocab, quant)
+
+def _add_tensor_infos(writer: Any, specs: list[tuple[str, tuple[int, ...], str]]) -> list[int]:
+    """Each tensor's entry in the header (as raw bytes of its type); returns their sizes."""
+    from gguf import GGMLQuantizationType
+
     sizes: list[int] = []
     for name, ne, qname in specs:
         per_block, block_bytes, _ = _QUANTS[qname]
@@ -211,10 +198,17 @@ def write_llama_gguf(
         raw = getattr(GGMLQuantizationType, qname)
         writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), rows * row_bytes, raw)
         sizes.append(rows * row_bytes)
+    return sizes
 
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
+
+def _write_tensor_data(
+    writer: Any,
+    specs: list[tuple[str, tuple[int, ...], str]],
+    sizes: list[int],
+    hidden: int,
+    rng: np.random.Generator,
+) -> None:
+    """Stream each tensor's bytes: ones for the norms, tiles of a random pool for the rest."""
     pools = {q: _random_pool(q, rng) for q in {s[2] for s in specs if s[2] != "F32"}}
     ones = np.ones(max(hidden, 1), dtype=np.float32).view(np.uint8)
     assert writer.fout is not None
@@ -231,6 +225,36 @@ def write_llama_gguf(
             for chunk in _tiled(pools[qname], n_bytes, start):
                 fout.write(chunk.tobytes())
         writer.write_padding(fout, n_bytes)
+
+
+def write_llama_gguf(
+    path: Path | str,
+    *,
+    blocks: int,
+    hidden: int,
+    ffn: int,
+    heads: int,
+    kv_heads: int,
+    context_length: int,
+    quant: str = "Q4_0",
+    tokenizer_from: Path | str = DEMO_PATH,
+    seed: int = 0,
+) -> Path:
+    """Write the GGUF, streaming tensor data from a small random pool (memory stays ~100 MB)."""
+    from gguf import GGUFWriter
+
+    shape = Shape(blocks, hidden, ffn, heads, kv_heads, context_length)
+    _check(shape, quant)
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    writer = GGUFWriter(path, "llama")
+    n_vocab = _add_header(writer, shape, quant, Path(tokenizer_from))
+    specs = _tensor_specs(shape, n_vocab, quant)
+    sizes = _add_tensor_infos(writer, specs)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    _write_tensor_data(writer, specs, sizes, hidden, rng)
     writer.close()
     return path
 

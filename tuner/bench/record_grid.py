@@ -51,9 +51,9 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import optuna
 import psutil
@@ -62,12 +62,12 @@ from objectives.launch import ChildResult, ColdLauncher, Launcher, TrialSpec
 from objectives.workload import Workload
 from tuner.bench.replay_search import axes, grid, params_of_row, parse_fixed
 from tuner.errors import UserError
-from tuner.machine import detect, ensure_demo_model, run_probe
+from tuner.machine import Hardware, Probe, detect, ensure_demo_model, run_probe
 from tuner.model_file import sha256_cached
 from tuner.paths import ROOT, default_config
 from tuner.space import Machine, SearchSpace, key_of, load_search_space_config, resolve
 from tuner.study import settings_digest
-from tuner.vram import read_gguf
+from tuner.vram import GGUFInfo, read_gguf
 from tuner.yaml_io import load_model
 
 METRICS = (
@@ -239,7 +239,7 @@ def space_meta(space: SearchSpace, fixed: dict[str, Any], search_space: Path) ->
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=None, help="GGUF (default: the demo model)")
     ap.add_argument("--workload", type=Path, default=default_config("workload.yaml"))
@@ -284,6 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per trial child")
     ap.add_argument("--limit", type=int, default=None, help="measure only the first N cells")
     ap.add_argument("--seed", type=int, default=0, help="seed of the per-pass shuffles")
+    _add_pacing_args(ap)
+    return ap
+
+
+def _add_pacing_args(ap: argparse.ArgumentParser) -> None:
+    """When runs start and stop: quiet cores, niceness, resuming, re-measuring, time limit."""
     ap.add_argument(
         "--quiet",
         type=float,
@@ -316,24 +322,36 @@ def main(argv: list[str] | None = None) -> int:
         "no re-measuring after 15 minutes)",
     )
     ap.add_argument("--note", default=None, help="a line on the conditions, for the metadata")
-    a = ap.parse_args(argv)
 
-    try:
-        fixed = parse_fixed(a.fixed)
-    except ValueError as e:
-        ap.error(str(e))
-    # The quiet-core machinery is for a shared CPU machine; the GPU machine is dedicated.
+
+def _machine_defaults(a: argparse.Namespace) -> None:
+    """The quiet-core machinery is for a shared CPU machine; the GPU machine is dedicated."""
     if a.quiet is None:
         a.quiet = math.inf if a.gpu else 0.25
     if a.max_wait is None:
         a.max_wait = 0.0 if a.gpu else 3.0
     if a.retries is None:
         a.retries = 0 if a.gpu else 2
-    if a.nice:
-        os.nice(a.nice)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    t_start = time.perf_counter()
-    name = a.name or ("gpu_grid" if a.gpu else "cpu_grid")
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """What the grid measures: the model, the workload, the machine and the cells."""
+
+    info: GGUFInfo
+    workload: Workload
+    spec_w: dict[str, Any]  # the workload as each trial child measures it
+    max_tokens: int
+    probe: Probe
+    hw: Hardware
+    space: SearchSpace
+    fixed: dict[str, Any]
+    cells: list[dict[str, Any]]
+    settings: list[str]  # the cells' setting columns
+
+
+def _load_grid(a: argparse.Namespace, ap: argparse.ArgumentParser, fixed: dict[str, Any]) -> _Grid:
+    """Model, workload, probe and machine; the space resolved for it and its cells."""
     model = a.model or ensure_demo_model()
     info = read_gguf(model)
     workload = load_model(a.workload, Workload)
@@ -342,7 +360,6 @@ def main(argv: list[str] | None = None) -> int:
     spec_w["max_tokens"] = max_tokens
     texts = [workload.prompt()] + ([workload.next_prompt() or ""] if workload.next_turn else [])
     probe = run_probe(info.path, texts, smoke=False)
-    launcher = ColdLauncher(sample_gpu=a.gpu)  # each run a fresh trial child
     hw = detect()
     if a.gpu and not probe.gpu_offload:
         raise SystemExit("--gpu: this llama-cpp-python cannot offload to a GPU (dm-tune doctor)")
@@ -364,36 +381,32 @@ def main(argv: list[str] | None = None) -> int:
     if sampled:
         ap.error(f"--fixed {', '.join(sampled)}: the space samples it; fix it in the YAML")
     cells = grid(space, fixed)[: a.limit]
-    settings = setting_columns(cells)
-    columns = (*settings, *METRICS, *TABLE_TAIL)
-    run_columns = ("pass", "order", *settings, *METRICS, *RUN_TAIL)
+    return _Grid(
+        info, workload, spec_w, max_tokens, probe, hw, space, fixed, cells, setting_columns(cells)
+    )
+
+
+def _print_header(a: argparse.Namespace, g: _Grid) -> None:
+    hw, probe = g.hw, g.probe
     print(
         f"{hw.cpu}, {hw.logical_cores} logical cores"
         + (f", {hw.gpus[0].name}" if a.gpu else "")
         + f"; llama-cpp-python {probe.llama_cpp_version}; prompt {max(probe.n_tokens)} tokens, "
-        f"{max_tokens} generated; n_ctx {list(space.n_ctx_choices)}; "
-        f"{len(cells)} cells x {a.passes} pass(es), repeats={a.repeats}"
-        + (f"; fixed {fixed}" if fixed else ""),
+        f"{g.max_tokens} generated; n_ctx {list(g.space.n_ctx_choices)}; "
+        f"{len(g.cells)} cells x {a.passes} pass(es), repeats={a.repeats}"
+        + (f"; fixed {g.fixed}" if g.fixed else ""),
         flush=True,
     )
 
-    a.out_dir.mkdir(parents=True, exist_ok=True)
-    runs_path = a.out_dir / f"{name}_runs.csv"
-    table_path = a.out_dir / f"{name}.csv"
-    meta_path = a.out_dir / f"{name}.json"
-    by_cell: dict[str, list[dict[str, Any]]] = {key_of(c): [] for c in cells}
-    rng = random.Random(a.seed)
-    limit_s = a.max_minutes * 60 if a.max_minutes is not None else math.inf
-    pass_deadline = t_start + limit_s
-    retry_deadline = t_start + (limit_s if a.max_minutes is not None else 15 * 60)
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    n = 0
-    kept = _read_runs(runs_path, by_cell, settings) if a.resume and runs_path.exists() else 0
-    if kept:
-        print(f"resuming: {kept} earlier run(s) kept from {runs_path}", flush=True)
+
+def _meta(
+    a: argparse.Namespace, g: _Grid, runs_path: Path, started: str, argv: list[str] | None
+) -> dict[str, Any]:
+    """The grid's metadata before its first run (write_outputs adds the totals)."""
+    hw, probe = g.hw, g.probe
     note = a.note if a.note is not None else (None if a.gpu else CPU_NOTE)
-    gpu_meta = [asdict(g) for g in hw.gpus] if a.gpu else None
-    meta: dict[str, Any] = {
+    gpu_meta = [asdict(gpu) for gpu in hw.gpus] if a.gpu else None
+    return {
         "version": 1,
         "what": f"dm-tune {'GPU' if a.gpu else 'CPU'} grid: one row per setting, medians over "
         f"passes (every run in {runs_path.name})",
@@ -404,54 +417,168 @@ def main(argv: list[str] | None = None) -> int:
             "logical_cores": hw.logical_cores,
             "ram_mb": round(hw.ram_mb),
             "os": hw.os,
-            "gpus": [g.name for g in hw.gpus],
+            "gpus": [gpu.name for gpu in hw.gpus],
             **({"gpu_details": gpu_meta} if gpu_meta else {}),
             **({"note": note} if note else {}),
         },
         "python": platform.python_version(),
         "llama_cpp_version": probe.llama_cpp_version,
         "system_info": probe.system_info,
-        "model": {"file": info.path.name, "sha256": None},
+        "model": {"file": g.info.path.name, "sha256": None},
         "workload": {
             "file": _rel(a.workload),
-            "digest": settings_digest(spec_w),
-            "digest_default_repeats": settings_digest(workload.spec()),
+            "digest": settings_digest(g.spec_w),
+            "digest_default_repeats": settings_digest(g.workload.spec()),
             "repeats": a.repeats,
             "prompt_tokens": max(probe.n_tokens),
-            "max_tokens": max_tokens,
-            "max_tokens_workload": workload.gen_tokens,
-            "next_turn": spec_w["next_prompt"] is not None,
+            "max_tokens": g.max_tokens,
+            "max_tokens_workload": g.workload.gen_tokens,
+            "next_turn": g.spec_w["next_prompt"] is not None,
         },
-        "space": space_meta(space, fixed, a.search_space),
+        "space": space_meta(g.space, g.fixed, a.search_space),
         "gpu": a.gpu,
         "passes": a.passes,
         "retries": a.retries,
         "max_minutes": a.max_minutes,
         "niceness": os.nice(0),
-        "cells": len(cells),
+        "cells": len(g.cells),
         "quiet_threshold_cores": a.quiet if math.isfinite(a.quiet) else None,  # None: any
         "command": "python scripts/record_grid.py " + " ".join(argv or sys.argv[1:]),
     }
 
-    def write_outputs(complete: bool) -> list[dict[str, Any]]:
+
+@dataclass
+class _Recorder:
+    """Measures cells one run at a time: each run is appended to the runs file, and the table
+    and the metadata are rewritten whole, so a grid cut off keeps what it measured."""
+
+    a: argparse.Namespace
+    g: _Grid
+    launcher: Launcher
+    by_cell: dict[str, list[dict[str, Any]]]
+    meta: dict[str, Any]
+    table_path: Path
+    meta_path: Path
+    t_start: float
+    kept: int  # runs kept from an earlier recording (--resume)
+    runs: csv.DictWriter[str]  # appends to the runs file (open while runs are made)
+    runs_file: TextIO
+    n: int = 0  # runs made by this one
+
+    def write_outputs(self, complete: bool) -> list[dict[str, Any]]:
         """The table of the cells measured so far, and the metadata; both replaced whole."""
-        runs = [by_cell[key_of(c)] for c in cells]
-        table = [median_row(r, a.quiet, settings) for r in runs if r]
-        _write_atomic(table_path, _csv_text(columns, table))
-        meta.update(
+        a, g, by_cell = self.a, self.g, self.by_cell
+        columns = (*g.settings, *METRICS, *TABLE_TAIL)
+        runs = [by_cell[key_of(c)] for c in g.cells]
+        table = [median_row(r, a.quiet, g.settings) for r in runs if r]
+        _write_atomic(self.table_path, _csv_text(columns, table))
+        self.meta.update(
             {
-                "wall_s": round(time.perf_counter() - t_start, 1),
-                "complete": complete and len(table) == len(cells),
+                "wall_s": round(time.perf_counter() - self.t_start, 1),
+                "complete": complete and len(table) == len(g.cells),
                 "cells_done": len(table),
-                "runs_total": kept + n,
+                "runs_total": self.kept + self.n,
                 "cells_with_quiet_run": sum(1 for r in table if r["quiet_runs"]),
                 "between_runs_cv_all": cv_summary(by_cell, None),
                 "between_runs_cv_quiet": cv_summary(by_cell, a.quiet),
             }
         )
-        _write_atomic(meta_path, json.dumps(meta, indent=2, allow_nan=False) + "\n")
+        _write_atomic(self.meta_path, json.dumps(self.meta, indent=2, allow_nan=False) + "\n")
         return table
 
+    def run_cell(self, params: dict[str, Any], label: str, order: int) -> None:
+        a = self.a
+        waited = wait_quiet(a.quiet, a.max_wait)
+        spec = TrialSpec.of(self.g.info.path, params, self.g.spec_w)
+        res, others = measure(spec, a.timeout, self.launcher)
+        row = row_of(params, res, self.g.settings)
+        row["others_cores"] = round(others, 2)
+        self.by_cell[key_of(params)].append(row)
+        self.runs.writerow(
+            {
+                "pass": label,
+                "order": order,
+                **row,
+                "wall_s": round(res.wall_s, 2),
+                "waited_s": round(waited, 1),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+                "vram_source": res.gpu.vram_source or "",
+                "reason": res.reason,
+            }
+        )
+        self.runs_file.flush()
+        self.n += 1
+        self.write_outputs(complete=False)
+        vram = f", {row['vram_mb']} MB" if row["vram_mb"] != "" else ""
+        print(
+            f"[{self.n}] {label} {key_of(params)}: {row['status']} {row['gen_tok_s']} tok/s, "
+            f"ttft {row['ttft_ms']} ms{vram} ({res.wall_s:.1f} s, waited {waited:.0f} s, "
+            f"others {others:.2f} cores; elapsed {time.perf_counter() - self.t_start:.0f} s)",
+            flush=True,
+        )
+
+
+def _passes(rec: _Recorder, rng: random.Random, deadline: float) -> bool:
+    """Each pass measures, in a new shuffled order, every cell with fewer quiet runs than its
+    number. True when the time limit cut it off."""
+    a, by_cell = rec.a, rec.by_cell
+    for p in range(1, a.passes + 1):
+        order = list(rec.g.cells)
+        rng.shuffle(order)
+        for i, params in enumerate(order):
+            if len(_quiet_runs(by_cell[key_of(params)], a.quiet)) < p:  # not yet (quietly)
+                if time.perf_counter() > deadline:
+                    print(f"--max-minutes {a.max_minutes:g} reached during pass {p}", flush=True)
+                    return True
+                rec.run_cell(params, f"pass{p}", i)
+    return False
+
+
+def _retries(rec: _Recorder, rng: random.Random, deadline: float) -> None:
+    """Cells measured only while other work was running: measure again while time is left."""
+    a, by_cell = rec.a, rec.by_cell
+    for r in range(1, a.retries + 1):
+        noisy = [c for c in rec.g.cells if not _quiet_runs(by_cell[key_of(c)], a.quiet)]
+        rng.shuffle(noisy)
+        print(f"retry round {r}: {len(noisy)} cell(s) without a quiet run", flush=True)
+        for i, params in enumerate(noisy):
+            if time.perf_counter() > deadline:
+                break
+            rec.run_cell(params, f"retry{r}", i)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    a = ap.parse_args(argv)
+    try:
+        fixed = parse_fixed(a.fixed)
+    except ValueError as e:
+        ap.error(str(e))
+    _machine_defaults(a)
+    if a.nice:
+        os.nice(a.nice)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t_start = time.perf_counter()
+    name = a.name or ("gpu_grid" if a.gpu else "cpu_grid")
+    g = _load_grid(a, ap, fixed)
+    launcher = ColdLauncher(sample_gpu=a.gpu)  # each run a fresh trial child
+    _print_header(a, g)
+
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    runs_path = a.out_dir / f"{name}_runs.csv"
+    by_cell: dict[str, list[dict[str, Any]]] = {key_of(c): [] for c in g.cells}
+    rng = random.Random(a.seed)
+    limit_s = a.max_minutes * 60 if a.max_minutes is not None else math.inf
+    pass_deadline = t_start + limit_s
+    retry_deadline = t_start + (limit_s if a.max_minutes is not None else 15 * 60)
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    kept = _read_runs(runs_path, by_cell, g.settings) if a.resume and runs_path.exists() else 0
+    if kept:
+        print(f"resuming: {kept} earlier run(s) kept from {runs_path}", flush=True)
+    meta = _meta(a, g, runs_path, started, argv)
+    table_path, meta_path = a.out_dir / f"{name}.csv", a.out_dir / f"{name}.json"
+
+    run_columns = ("pass", "order", *g.settings, *METRICS, *RUN_TAIL)
     if kept:  # append in the earlier file's columns (an older file has no vram columns)
         with runs_path.open(newline="", encoding="utf-8") as f:
             run_columns = tuple(next(csv.reader(f)))
@@ -459,66 +586,13 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.DictWriter(f, fieldnames=run_columns, extrasaction="ignore")
         if not kept:
             w.writeheader()
+        rec = _Recorder(a, g, launcher, by_cell, meta, table_path, meta_path, t_start, kept, w, f)
+        if not _passes(rec, rng, pass_deadline):
+            _retries(rec, rng, retry_deadline)
 
-        def run_cell(params: dict[str, Any], label: str, order: int) -> None:
-            nonlocal n
-            waited = wait_quiet(a.quiet, a.max_wait)
-            spec = TrialSpec.of(info.path, params, spec_w)
-            res, others = measure(spec, a.timeout, launcher)
-            row = row_of(params, res, settings)
-            row["others_cores"] = round(others, 2)
-            by_cell[key_of(params)].append(row)
-            w.writerow(
-                {
-                    "pass": label,
-                    "order": order,
-                    **row,
-                    "wall_s": round(res.wall_s, 2),
-                    "waited_s": round(waited, 1),
-                    "loadavg_1m": round(os.getloadavg()[0], 2),
-                    "vram_source": res.gpu.vram_source or "",
-                    "reason": res.reason,
-                }
-            )
-            f.flush()
-            n += 1
-            write_outputs(complete=False)
-            vram = f", {row['vram_mb']} MB" if row["vram_mb"] != "" else ""
-            print(
-                f"[{n}] {label} {key_of(params)}: {row['status']} {row['gen_tok_s']} tok/s, "
-                f"ttft {row['ttft_ms']} ms{vram} ({res.wall_s:.1f} s, waited {waited:.0f} s, "
-                f"others {others:.2f} cores; elapsed {time.perf_counter() - t_start:.0f} s)",
-                flush=True,
-            )
-
-        stopped = False
-        for p in range(1, a.passes + 1):
-            order = list(cells)
-            rng.shuffle(order)
-            for i, params in enumerate(order):
-                if len(_quiet_runs(by_cell[key_of(params)], a.quiet)) < p:  # not yet (quietly)
-                    if time.perf_counter() > pass_deadline:
-                        stopped = True
-                        break
-                    run_cell(params, f"pass{p}", i)
-            if stopped:
-                print(f"--max-minutes {a.max_minutes:g} reached during pass {p}", flush=True)
-                break
-        # Cells measured only while other work was running: measure again while time is left.
-        for r in range(1, a.retries + 1):
-            if stopped:
-                break
-            noisy = [c for c in cells if not _quiet_runs(by_cell[key_of(c)], a.quiet)]
-            rng.shuffle(noisy)
-            print(f"retry round {r}: {len(noisy)} cell(s) without a quiet run", flush=True)
-            for i, params in enumerate(noisy):
-                if time.perf_counter() > retry_deadline:
-                    break
-                run_cell(params, f"retry{r}", i)
-
-    meta["model"]["sha256"] = sha256_cached(info.path)  # last: minutes for a large model
-    table = write_outputs(complete=True)
-    done = "" if meta["complete"] else f"; INCOMPLETE: {len(cells) - len(table)} cell(s) missing"
+    meta["model"]["sha256"] = sha256_cached(g.info.path)  # last: minutes for a large model
+    table = rec.write_outputs(complete=True)
+    done = "" if meta["complete"] else f"; INCOMPLETE: {len(g.cells) - len(table)} cell(s) missing"
     print(f"wrote {table_path} ({len(table)} rows) in {meta['wall_s']} s{done}")
     return 0
 

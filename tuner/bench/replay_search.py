@@ -502,7 +502,7 @@ def _vram(cell: Cell) -> str:
     return f", {cell.vram_mb:.0f} MB VRAM" if cell.vram_mb is not None else ""
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     data = ROOT / "docs" / "benchmarks" / "data"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", "--table", dest="table", type=Path, default=data / "cpu_grid.csv")
@@ -544,9 +544,11 @@ def main(argv: list[str] | None = None) -> int:
         help="replay a table that lacks some of the space's settings (a recording cut off "
         "early), counting each missing one as a failed trial; results are then biased",
     )
-    a = ap.parse_args(argv)
+    return ap
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+def _load(a: argparse.Namespace) -> tuple[Table, SearchSpace, dict[str, Any]]:
+    """The grid's table, its space and fixed settings; settings it lacks replay as failed."""
     table = load_table(a.table, a.vram_budget_mb)
     meta_path = a.meta or a.table.with_suffix(".json")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -562,49 +564,66 @@ def main(argv: list[str] | None = None) -> int:
         failed = {k: Cell(c, None) for c in grid(space, fixed) if (k := key_of(c)) in missing}
         table = Table({**table.cells, **failed}, table.budget_mb)
         print(f"WARNING: {len(missing)} settings not measured; replayed as failed trials")
-    profiles = load_baselines(a.baselines)
-    starts = load_starts(a.baselines, gpu_offload=space.machine.gpu_offload)
-    check_start_knobs(starts, set(SETTING_NAMES))
+    return table, space, fixed
+
+
+def _note(notes: list[str], line: str) -> None:
+    notes.append(line)
+    print(line)
+
+
+def _describe(
+    a: argparse.Namespace,
+    table: Table,
+    space: SearchSpace,
+    fixed: dict[str, Any],
+    first: tuple[dict[str, Any], dict[str, Any]],  # the profiles, the start points
+    notes: list[str],
+) -> None:
+    """What the table holds: its best settings, and where the enqueued trials land on it."""
     best = table.best_tok_s
     bal = table.balanced_best()
     near = sum(1 for c in table.feasible() if c.values and c.values[0] >= best * (1 - a.tolerance))
     over = sum(1 for c in table.cells.values() if c.values and table.constraint(c) > 0)
-    notes: list[str] = []
-
-    def note(line: str) -> None:
-        notes.append(line)
-        print(line)
-
-    note(
+    _note(
+        notes,
         f"table: {len(table.cells)} settings, best {best:.2f} tok/s; {near} within "
         f"{a.tolerance:.0%} of it; balanced choice {key_of(bal.params)} {bal.values}"
-        + (f"; {over} over the {table.budget_mb:.0f} MB VRAM budget" if over else "")
+        + (f"; {over} over the {table.budget_mb:.0f} MB VRAM budget" if over else ""),
     )
     top = sorted(table.feasible(), key=lambda c: -(c.values or (0.0, 0.0))[0])[:5]
     for c in top:
-        note(f"  top tok/s: {key_of(c.params)} -> {c.values}{_vram(c)}")
-    for params, attrs in enqueued_trials(space, profiles, starts):
+        _note(notes, f"  top tok/s: {key_of(c.params)} -> {c.values}{_vram(c)}")
+    for params, attrs in enqueued_trials(space, *first):
         [(kind, name)] = attrs.items()
         fitted = on_grid(space, params, fixed)
         cell = table.cells[key_of(fitted)]
-        note(f"{kind} {name}: {key_of(fitted)} -> {cell.values}{_vram(cell)}")
-    arms = list(dict.fromkeys(a.arms))
-    if "starts" in arms and not starts:
-        note("no start points for this build: the `starts` arm is the `baselines` arm; not run")
-        arms.remove("starts")
+        _note(notes, f"{kind} {name}: {key_of(fitted)} -> {cell.values}{_vram(cell)}")
 
+
+def _replay_arms(
+    a: argparse.Namespace,
+    table: Table,
+    space: SearchSpace,
+    fixed: dict[str, Any],
+    first: tuple[dict[str, Any], dict[str, Any]],  # the profiles, the start points
+    arms: list[str],
+) -> tuple[list[Summary], dict[str, Any]]:
+    """Every sampler on every arm, over the seeds: the summaries (after 10, 20 and all seeds)
+    and the per-seed detail."""
+    profiles, starts = first
     rows: list[Summary] = []
     detail: dict[str, Any] = {}
     for name in a.samplers:
         for arm in arms:
             t0 = time.perf_counter()
-            first = {
+            enq = {
                 "none": ({}, {}),
                 "baselines": (profiles, {}),
                 "starts": (profiles, starts),
             }[arm]
             runs = [
-                replay(table, space, SAMPLERS[name](seed), a.trials, first[0], fixed, first[1])
+                replay(table, space, SAMPLERS[name](seed), a.trials, enq[0], fixed, enq[1])
                 for seed in range(a.seeds)
             ]
             for n in sorted({*(c for c in (10, 20) if c < a.seeds), a.seeds}):
@@ -615,6 +634,26 @@ def main(argv: list[str] | None = None) -> int:
                     "per_seed": [p._asdict() for p in per_seed],
                 }
             print(f"{name} ({ARMS[arm]}): {time.perf_counter() - t0:.1f} s", flush=True)
+    return rows, detail
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    table, space, fixed = _load(a)
+    profiles = load_baselines(a.baselines)
+    starts = load_starts(a.baselines, gpu_offload=space.machine.gpu_offload)
+    check_start_knobs(starts, set(SETTING_NAMES))
+    notes: list[str] = []
+    _describe(a, table, space, fixed, (profiles, starts), notes)
+    arms = list(dict.fromkeys(a.arms))
+    if "starts" in arms and not starts:
+        _note(
+            notes,
+            "no start points for this build: the `starts` arm is the `baselines` arm; not run",
+        )
+        arms.remove("starts")
+    rows, detail = _replay_arms(a, table, space, fixed, (profiles, starts), arms)
     print()
     table_md = markdown(rows, a.trials)
     print(table_md)

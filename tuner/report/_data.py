@@ -428,6 +428,49 @@ def _exported(
         return None, "", f"exported tiers ({exc})"
 
 
+def _lack(missing: dict[str, list[str]], section: str, what: str) -> None:
+    """Note what a section of the report goes without."""
+    missing.setdefault(section, []).append(what)
+
+
+def _before_after_rows(
+    trials: Sequence[FrozenTrial],
+    record: StudyRecord,
+    facts: StudyFacts,
+    exported: tuple[Profile | None, str, str],
+    missing: dict[str, list[str]],
+) -> list[ProfileRow]:
+    """The app's profiles, then the tuned tiers; notes what the table goes without."""
+    tiers, profile_source, why = exported
+    rows = _app_rows(trials, record)
+    if not rows:
+        _lack(missing, "before_after", "the app's own profiles (run without baselines)")
+    if tiers is not None:
+        rows += _tier_rows(tiers, profile_source, record.confirmed)
+    else:
+        _lack(missing, "before_after", why)
+    if not record.confirmed:
+        _lack(missing, "before_after", "confirmed figures (exported without --confirm)")
+    if not record.reference_runs:
+        _lack(
+            missing, "before_after", "the app's profile re-measured side by side (made before it)"
+        )
+    if facts.min_ctx is None:
+        _lack(missing, "before_after", "the context floor (made before it)")
+    if facts.budget_mb is None:
+        _lack(missing, "before_after", "the VRAM budget")
+    return rows
+
+
+def _chosen_tok_s(best: FrozenTrial | None, record: StudyRecord, facts: StudyFacts) -> float | None:
+    """The chosen trial's tok/s: its confirmed figure where export confirmed it."""
+    if best is None:
+        return None
+    conf = record.confirmed.get(str(best.number)) or {}
+    values = conf["values"] if conf.get("status") == "ok" else best.values
+    return float(values[facts.tok_s_index])
+
+
 def report_data(
     study: optuna.Study,
     *,
@@ -441,51 +484,27 @@ def report_data(
     record = StudyRecord.from_study(study)
     facts = study_facts(study, storage)
     missing: dict[str, list[str]] = {}
-
-    def lack(section: str, what: str) -> None:
-        missing.setdefault(section, []).append(what)
-
-    tiers, profile_source, why = _exported(study, prefer, storage, profile, profile_path)
-    rows = _app_rows(trials, record)
-    if not rows:
-        lack("before_after", "the app's own profiles (run without baselines)")
-    if tiers is not None:
-        rows += _tier_rows(tiers, profile_source, record.confirmed)
-    else:
-        lack("before_after", why)
-    if not record.confirmed:
-        lack("before_after", "confirmed figures (exported without --confirm)")
-    if not record.reference_runs:
-        lack("before_after", "the app's profile re-measured side by side (made before it)")
-    if facts.min_ctx is None:
-        lack("before_after", "the context floor (made before it)")
-    if facts.budget_mb is None:
-        lack("before_after", "the VRAM budget")
+    exported = _exported(study, prefer, storage, profile, profile_path)
+    rows = _before_after_rows(trials, record, facts, exported, missing)
 
     points = trial_points(trials)
     front = [t.number for t in pareto_front(trials)]
     best = choose_best(trials, prefer)
     if not points:
-        lack("tradeoff", "any trial with figures")
+        _lack(missing, "tradeoff", "any trial with figures")
     if not front:
-        lack("tradeoff", "a trial within the VRAM budget and at the context floor")
+        _lack(missing, "tradeoff", "a trial within the VRAM budget and at the context floor")
 
     if not any(p.vram_mb is not None for p in points):
-        lack("layers", "measured VRAM (a CPU-only build reads none)")
+        _lack(missing, "layers", "measured VRAM (a CPU-only build reads none)")
     pairs = vram_pairs(trials)
     if not pairs:
-        lack("vram", "predicted VRAM (predicted only where trials can use an NVIDIA GPU)")
+        _lack(missing, "vram", "predicted VRAM (predicted only where trials can use an NVIDIA GPU)")
 
     imp = importances(study, facts.tok_s_index)
     if imp.note:
-        lack("importance", f"parameter importances: {imp.note}")
-
-    tok_s = None
-    if best is not None:
-        conf = record.confirmed.get(str(best.number)) or {}
-        values = conf["values"] if conf.get("status") == "ok" else best.values
-        tok_s = float(values[facts.tok_s_index])
-    bw = bandwidth(facts, best, tok_s)
+        _lack(missing, "importance", f"parameter importances: {imp.note}")
+    bw = bandwidth(facts, best, _chosen_tok_s(best, record, facts))
 
     lacking = provenance_missing(study)
     if lacking:
@@ -493,7 +512,7 @@ def report_data(
     return ReportData(
         facts=facts,
         prefer=prefer,
-        profile_source=profile_source,
+        profile_source=exported[1],
         before_after=rows,
         points=points,
         unplotted=unplotted(trials, points),

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tuner.errors import UserError
-from tuner.report._data import CATEGORIES, FEASIBLE, PRUNED, ReportData, TrialPoint
+from tuner.report._data import CATEGORIES, FEASIBLE, PRUNED, ProfileRow, ReportData, TrialPoint
 from tuner.vram import VRAM_MARGIN_MB
 
 COLORS = {
@@ -64,14 +64,27 @@ def before_after_figure(d: ReportData) -> Any:
     from plotly.subplots import make_subplots
 
     go = _go()
-    rows = d.before_after
-    names = [f"{r.name} (#{r.trial})" if r.trial is not None else r.name for r in rows]
-    colors = [SIDE_COLORS[r.side] for r in rows]
     fig = make_subplots(
         rows=1,
         cols=4,
         subplot_titles=("tok/s", "first token (ms)", "free VRAM asked (MB)", "n_ctx"),
     )
+    _before_after_bars(fig, go, d.before_after)
+    _before_after_lines(fig, d)
+    fig.update_xaxes(tickangle=-35)
+    return _layout(
+        fig,
+        "grey: the app's profiles, green: the exported tiers",
+        height=480,
+        barmode="group",
+        legend={"orientation": "h", "y": -0.45},
+    )
+
+
+def _before_after_bars(fig: Any, go: Any, rows: Sequence[ProfileRow]) -> None:
+    """One bar per profile in each panel: tok/s, first token (cold, warm), VRAM asked, n_ctx."""
+    names = [f"{r.name} (#{r.trial})" if r.trial is not None else r.name for r in rows]
+    colors = [SIDE_COLORS[r.side] for r in rows]
     fig.add_trace(
         go.Bar(
             x=names, y=[r.tok_s for r in rows], marker_color=colors, name="tok/s", showlegend=False
@@ -110,6 +123,10 @@ def before_after_figure(d: ReportData) -> Any:
         1,
         4,
     )
+
+
+def _before_after_lines(fig: Any, d: ReportData) -> None:
+    """The VRAM budget and the context floor, dashed over their panels."""
     if d.facts.budget_mb is not None and d.facts.gpu_offload:
         fig.add_hline(
             y=d.facts.budget_mb,
@@ -128,14 +145,6 @@ def before_after_figure(d: ReportData) -> Any:
             col=4,
             annotation_text="floor",
         )
-    fig.update_xaxes(tickangle=-35)
-    return _layout(
-        fig,
-        "grey: the app's profiles, green: the exported tiers",
-        height=480,
-        barmode="group",
-        legend={"orientation": "h", "y": -0.45},
-    )
 
 
 def tradeoff_figure(d: ReportData) -> Any:
@@ -355,6 +364,30 @@ def _missing(d: ReportData, key: str) -> str:
 
 
 def _before_after(d: ReportData) -> str:
+    out = _before_after_note(d)
+    if d.before_after:
+        out += _div(before_after_figure(d)) + _profile_table(d)
+    if d.confirmations:
+        out += _confirmation_table(d)
+    return out
+
+
+def _before_after_note(d: ReportData) -> str:
+    """The budget, floor and tiers' source the table is read against."""
+    lines = []
+    if d.facts.budget_mb is not None:
+        lines.append(
+            f"VRAM budget {d.facts.budget_mb:.0f} MB (a tier asks for its peak + "
+            f"{VRAM_MARGIN_MB:.0f} MB)"
+        )
+    if d.facts.min_ctx is not None:
+        lines.append(f"context floor n_ctx &ge; {d.facts.min_ctx}")
+    if d.profile_source:
+        lines.append(f"tiers from {_e(d.profile_source)}")
+    return f"<p>{'; '.join(lines)}.</p>" if lines else ""
+
+
+def _profile_table(d: ReportData) -> str:
     rows = [
         [
             _e(r.side),
@@ -384,48 +417,37 @@ def _before_after(d: ReportData) -> str:
         "n_ctx",
         "note",
     )
-    lines = []
-    if d.facts.budget_mb is not None:
-        lines.append(
-            f"VRAM budget {d.facts.budget_mb:.0f} MB (a tier asks for its peak + "
-            f"{VRAM_MARGIN_MB:.0f} MB)"
-        )
-    if d.facts.min_ctx is not None:
-        lines.append(f"context floor n_ctx &ge; {d.facts.min_ctx}")
-    if d.profile_source:
-        lines.append(f"tiers from {_e(d.profile_source)}")
-    out = f"<p>{'; '.join(lines)}.</p>" if lines else ""
-    if d.before_after:
-        out += _div(before_after_figure(d)) + _table(head, rows)
-    if d.confirmations:
-        out += "<h3>Confirmation runs</h3>" + _table(
-            (
-                "trial",
-                "profile",
-                "status",
-                "session",
-                "tok/s",
-                "cold TTFT ms",
-                "warm TTFT ms",
-                "peak VRAM MB",
-                "what",
-            ),
+    return _table(head, rows)
+
+
+def _confirmation_table(d: ReportData) -> str:
+    return "<h3>Confirmation runs</h3>" + _table(
+        (
+            "trial",
+            "profile",
+            "status",
+            "session",
+            "tok/s",
+            "cold TTFT ms",
+            "warm TTFT ms",
+            "peak VRAM MB",
+            "what",
+        ),
+        [
             [
-                [
-                    _e(f"#{r.number}"),
-                    _e(r.name),
-                    _e(r.status),
-                    _e(r.session),
-                    _num(r.tok_s),
-                    _num(r.cold_ttft_ms, ".0f"),
-                    _num(r.warm_ttft_ms, ".0f"),
-                    _num(r.vram_mb, ".0f"),
-                    _e(r.reason),
-                ]
-                for r in d.confirmations
-            ],
-        )
-    return out
+                _e(f"#{r.number}"),
+                _e(r.name),
+                _e(r.status),
+                _e(r.session),
+                _num(r.tok_s),
+                _num(r.cold_ttft_ms, ".0f"),
+                _num(r.warm_ttft_ms, ".0f"),
+                _num(r.vram_mb, ".0f"),
+                _e(r.reason),
+            ]
+            for r in d.confirmations
+        ],
+    )
 
 
 def _tradeoff(d: ReportData) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from objectives.launch import CHILD_ARGV, ColdLauncher
 from objectives.nvml import list_gpus
 from objectives.workload import Workload
+from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.machine import (
     SMOKE_PARAMS,
@@ -26,6 +27,7 @@ from tuner.space import (
     ContextFloor,
     Machine,
     SearchSpace,
+    SearchSpaceConfig,
     check_start_knobs,
     load_baselines,
     load_search_space_config,
@@ -133,7 +135,7 @@ def check_options(s: RunSettings) -> None:
     parse_min_ctx(s.min_ctx)
 
 
-def prepare(s: RunSettings, echo: Any = print) -> Context:
+def prepare(s: RunSettings, echo: Echo = print) -> Context:
     """Validate options, config files, storage and model; probe the build. Writes nothing."""
     check_options(s)
     workload = load_model(s.workload, Workload)
@@ -157,32 +159,8 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
         trained_ctx=info.context_length,
     )
     space = resolve(space_cfg, machine)
-    starts = load_starts(s.baselines, gpu_offload=probe.gpu_offload)
-    check_start_knobs(starts, set(type(space_cfg).model_fields))
-    try:  # what the study enqueues first, so nothing fails once it exists
-        starting_trials(space, baselines, starts)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"baselines file {s.baselines}: {exc}; fix the file") from None
-    if hardware.gpus and not probe.gpu_offload:
-        echo(
-            f"warning: an NVIDIA GPU ({hardware.gpus[0].name}) is present but the installed "
-            "llama-cpp-python cannot offload to it; every trial runs on the CPU. "
-            "Run `dm-tune doctor` for the reinstall command."
-        )
-    note = reading_note(probe.gpu_offload, nvml_reads=probe.smoke_vram_mb is not None)
-    if note is not None:
-        echo(note)
-    guard = None
-    if hardware.gpus and probe.gpu_offload:
-        guard = _vram_guard(info, probe, space, s.vram_budget_mb)
-        free = sum(g.free_mb for g in list_gpus())
-        if free and s.vram_budget_mb > free:
-            echo(
-                f"note: --vram-budget {s.vram_budget_mb:.0f} MB is more than the {free:.0f} MB "
-                "free on this machine's GPU now; if this is the app's machine, its default tier "
-                f"won't be selectable here: tune with --vram-budget {suggested_budget_mb(free)}MB "
-                "(with the app's avatar running; docs/desktop-mate.md)"
-            )
+    starts = _starts(s, space_cfg, space, baselines, probe)
+    guard = _gpu_guard(s, info, probe, space, hardware, echo)
     sha = sha256_cached(info.path)
     name = s.study_name or slugify(f"{info.path.stem}-{hardware.slug()}", max_len=96)
     return Context(
@@ -200,6 +178,56 @@ def prepare(s: RunSettings, echo: Any = print) -> Context:
         floor=floor,
         vram_guard=guard,
     )
+
+
+def _starts(
+    s: RunSettings,
+    space_cfg: SearchSpaceConfig,
+    space: SearchSpace,
+    baselines: dict[str, dict[str, Any]],
+    probe: Probe,
+) -> dict[str, dict[str, Any]]:
+    """dm-tune's start points, checked with the baselines as the study will enqueue them."""
+    starts = load_starts(s.baselines, gpu_offload=probe.gpu_offload)
+    check_start_knobs(starts, set(type(space_cfg).model_fields))
+    try:  # what the study enqueues first, so nothing fails once it exists
+        starting_trials(space, baselines, starts)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"baselines file {s.baselines}: {exc}; fix the file") from None
+    return starts
+
+
+def _gpu_guard(
+    s: RunSettings,
+    info: GGUFInfo,
+    probe: Probe,
+    space: SearchSpace,
+    hardware: Hardware,
+    echo: Echo,
+) -> VramGuard | None:
+    """The VRAM guard where trials can offload to an NVIDIA GPU, with what the user should
+    know about the GPU, its reading and the budget."""
+    if hardware.gpus and not probe.gpu_offload:
+        echo(
+            f"warning: an NVIDIA GPU ({hardware.gpus[0].name}) is present but the installed "
+            "llama-cpp-python cannot offload to it; every trial runs on the CPU. "
+            "Run `dm-tune doctor` for the reinstall command."
+        )
+    note = reading_note(probe.gpu_offload, nvml_reads=probe.smoke_vram_mb is not None)
+    if note is not None:
+        echo(note)
+    if not (hardware.gpus and probe.gpu_offload):
+        return None
+    guard = _vram_guard(info, probe, space, s.vram_budget_mb)
+    free = sum(g.free_mb for g in list_gpus())
+    if free and s.vram_budget_mb > free:
+        echo(
+            f"note: --vram-budget {s.vram_budget_mb:.0f} MB is more than the {free:.0f} MB "
+            "free on this machine's GPU now; if this is the app's machine, its default tier "
+            f"won't be selectable here: tune with --vram-budget {suggested_budget_mb(free)}MB "
+            "(with the app's avatar running; docs/desktop-mate.md)"
+        )
+    return guard
 
 
 def _probe_texts(w: Workload) -> list[str]:

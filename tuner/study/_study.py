@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.launch import (
+    ChildResult,
     Launcher,
     TrialSpec,
     owner_alive,
@@ -19,7 +20,7 @@ from objectives.launch import (
     this_process,
 )
 from objectives.llama_buffers import parse_buffers
-from objectives.metrics import NO_READING
+from objectives.metrics import NO_READING, TrialMetrics
 from tuner.echo import Echo
 from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
@@ -55,7 +56,7 @@ from tuner.study._trial_record import (
     record_unmeasured,
     record_watch,
 )
-from tuner.vram import unmeasured_reason, with_vram_reading
+from tuner.vram import VramGuard, VramPrediction, unmeasured_reason, with_vram_reading
 
 STARTUP_TRIALS = 10  # TPE samples at random until the study holds this many trials
 APP_N_CTX = "app_n_ctx"  # a below-floor profile's own n_ctx (see _enqueue_baselines)
@@ -230,94 +231,150 @@ def _previous(study: optuna.Study, key: str, number: int) -> FrozenTrial | None:
     return None
 
 
+def _seed_guard(guard: VramGuard, study: optuna.Study) -> None:
+    """Teach the guard from the study's measured trials (a resumed study starts calibrated)."""
+    records = [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+    guard.seed(
+        (r.llama_kwargs or {}, pred, vram)
+        for r in records
+        if (pred := r.vram_predicted) and (vram := r.vram_mb) is not None and r.status == "ok"
+    )
+
+
+def _trial_params(ctx: Context, trial: optuna.Trial) -> tuple[dict[str, Any], TrialRecord]:
+    """The trial's settings (recorded), and what its enqueueing said about it."""
+    record_owner(trial)
+    enqueued = TrialRecord.from_running(trial)
+    params = ctx.space.suggest(trial)
+    if enqueued.app_n_ctx is not None:  # an app profile below the floor: its own n_ctx
+        params["n_ctx"] = enqueued.app_n_ctx
+    key = key_of(params)
+    record_settings(trial, params, key)
+    return params, enqueued
+
+
+def _reuse(trial: optuna.Trial, prev: FrozenTrial) -> list[float]:
+    """The outcome of an earlier trial with the same settings: its values, or its failure."""
+    reason = record_reuse(trial, prev)
+    if prev.state == TrialState.COMPLETE and prev.values is not None:
+        return list(prev.values)
+    if prev.state == TrialState.PRUNED:
+        raise optuna.TrialPruned(reason)
+    raise TrialFailed(reason)
+
+
+def _predict(
+    trial: optuna.Trial, guard: VramGuard | None, params: dict[str, Any]
+) -> VramPrediction | None:
+    """The guard's VRAM prediction (recorded); prunes a trial predicted over the budget."""
+    if guard is None:
+        return None
+    pred = guard.predict(params)
+    record_prediction(trial, pred)
+    if guard.over_budget(pred):
+        record_outcome(trial, "over_budget_predicted", guard.skip_reason(pred))
+        raise optuna.TrialPruned("predicted over the VRAM budget")
+    return pred
+
+
+def _measure(
+    ctx: Context,
+    study: optuna.Study,
+    launcher: Launcher,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    is_app: bool,
+) -> ChildResult:
+    """Run the trial's child and record what it measured (with its VRAM reading)."""
+    s = ctx.settings
+    workload = ctx.workload_spec(int(params["n_ctx"]))
+    if int(params["n_ctx"]) < ctx.floor.min_ctx:
+        record_below_floor(
+            trial,
+            f"n_ctx {params['n_ctx']} is below the context floor {ctx.floor.min_ctx}: measured "
+            f"with the last {workload['history_turns']} of {ctx.floor.turns_kept} "
+            "interactions; the app's steady-state turn would overflow it",
+        )
+    spec = TrialSpec.of(ctx.model.path, params, workload)
+    try:
+        res = launcher.run(
+            spec,
+            s.trial_timeout_s,
+            # the app's own profiles are measured whole: the before/after table needs them
+            watcher=make_watcher(study) if s.prune and not is_app else None,
+        )
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (tuner.study)
+        record_outcome(trial, "interrupted", describe(exc))
+        raise
+    buffers = parse_buffers(str(res.payload.get("llama_log", "")))
+    ngl = int(params.get("n_gpu_layers", 0))
+    res = with_vram_reading(
+        res, offload=bool(ctx.probe.gpu_offload), n_gpu_layers=ngl, buffers=buffers
+    )
+    record_child(trial, res)
+    if buffers:
+        record_buffers(trial, buffers)
+    return res
+
+
+def _measured(trial: optuna.Trial, res: ChildResult) -> TrialMetrics:
+    """The child's metrics; a pruned or failed child ends the trial."""
+    if res.status == "pruned":
+        record_watch(trial, res.payload.get("watch", {}))
+        raise optuna.TrialPruned(res.reason)
+    if res.status != "ok" or res.metrics is None:
+        raise TrialFailed(res.reason or res.status)
+    return res.metrics
+
+
+def _constrain(
+    ctx: Context,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    res: ChildResult,
+    metrics: TrialMetrics,
+) -> None:
+    """Set the trial's constraint values (VRAM over budget, spill included; context floor)."""
+    vram, source = metrics.vram_mb, metrics.vram_source
+    constraints = constraint_values(
+        vram, ctx.settings.vram_budget_mb, int(params["n_ctx"]), ctx.floor.min_ctx, source
+    )
+    if source == NO_READING:
+        record_unmeasured(trial, unmeasured_reason())
+    point = spill_point(trial.number, params, metrics.gen_tok_s, asdict(res.gpu))
+    earlier = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    spill = spill_reason(point, measured_points(earlier))
+    if spill is not None and point.device_total_mb is not None:
+        record_spill(trial, spill)
+        constraints[CONSTRAINT_KEY] = spilled_over_budget_mb(
+            constraints[CONSTRAINT_KEY], vram, point.device_total_mb
+        )
+    set_constraints(trial, constraints)
+
+
 def make_objective(
     ctx: Context, study: optuna.Study, launcher: Launcher
 ) -> Callable[[optuna.Trial], list[float]]:
-    s = ctx.settings
-    budget = s.vram_budget_mb
-    offload = bool(ctx.probe.gpu_offload)
     guard = ctx.vram_guard
     if guard is not None:
-        records = [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
-        guard.seed(
-            (r.llama_kwargs or {}, pred, vram)
-            for r in records
-            if (pred := r.vram_predicted) and (vram := r.vram_mb) is not None and r.status == "ok"
-        )
+        _seed_guard(guard, study)
 
     def objective(trial: optuna.Trial) -> list[float]:
-        record_owner(trial)
-        enqueued = TrialRecord.from_running(trial)
-        params = ctx.space.suggest(trial)
-        if enqueued.app_n_ctx is not None:  # an app profile below the floor: its own n_ctx
-            params["n_ctx"] = enqueued.app_n_ctx
-        key = key_of(params)
-        record_settings(trial, params, key)
-        prev = _previous(study, key, trial.number)
+        params, enqueued = _trial_params(ctx, trial)
+        prev = _previous(study, key_of(params), trial.number)
         if prev is not None:
-            reason = record_reuse(trial, prev)
-            if prev.state == TrialState.COMPLETE and prev.values is not None:
-                return list(prev.values)
-            if prev.state == TrialState.PRUNED:
-                raise optuna.TrialPruned(reason)
-            raise TrialFailed(reason)
-        pred = None
-        if guard is not None:
-            pred = guard.predict(params)
-            record_prediction(trial, pred)
-            if guard.over_budget(pred):
-                record_outcome(trial, "over_budget_predicted", guard.skip_reason(pred))
-                raise optuna.TrialPruned("predicted over the VRAM budget")
+            return _reuse(trial, prev)
+        pred = _predict(trial, guard, params)
         is_app = enqueued.baseline is not None
-        workload = ctx.workload_spec(int(params["n_ctx"]))
-        if int(params["n_ctx"]) < ctx.floor.min_ctx:
-            record_below_floor(
-                trial,
-                f"n_ctx {params['n_ctx']} is below the context floor {ctx.floor.min_ctx}: measured "
-                f"with the last {workload['history_turns']} of {ctx.floor.turns_kept} "
-                "interactions; the app's steady-state turn would overflow it",
-            )
-        spec = TrialSpec.of(ctx.model.path, params, workload)
-        try:
-            res = launcher.run(
-                spec,
-                s.trial_timeout_s,
-                # the app's own profiles are measured whole: the before/after table needs them
-                watcher=make_watcher(study) if s.prune and not is_app else None,
-            )
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (tuner.study)
-            record_outcome(trial, "interrupted", describe(exc))
-            raise
-        buffers = parse_buffers(str(res.payload.get("llama_log", "")))
-        ngl = int(params.get("n_gpu_layers", 0))
-        res = with_vram_reading(res, offload=offload, n_gpu_layers=ngl, buffers=buffers)
-        record_child(trial, res)
-        if buffers:
-            record_buffers(trial, buffers)
-        if res.status == "pruned":
-            record_watch(trial, res.payload.get("watch", {}))
-            raise optuna.TrialPruned(res.reason)
-        if res.status != "ok" or res.metrics is None:
-            raise TrialFailed(res.reason or res.status)
-        vram, source = res.metrics.vram_mb, res.metrics.vram_source
+        res = _measure(ctx, study, launcher, trial, params, is_app)
+        metrics = _measured(trial, res)
+        vram = metrics.vram_mb
         if guard is not None and pred is not None and vram:
             record_prediction_error(trial, round((pred.total_mb - vram) / vram * 100, 2))
             guard.learn(params, pred, vram)
-        constraints = constraint_values(
-            vram, budget, int(params["n_ctx"]), ctx.floor.min_ctx, source
-        )
-        if source == NO_READING:
-            record_unmeasured(trial, unmeasured_reason())
-        point = spill_point(trial.number, params, res.metrics.gen_tok_s, asdict(res.gpu))
-        earlier = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        spill = spill_reason(point, measured_points(earlier))
-        if spill is not None and point.device_total_mb is not None:
-            record_spill(trial, spill)
-            constraints[CONSTRAINT_KEY] = spilled_over_budget_mb(
-                constraints[CONSTRAINT_KEY], vram, point.device_total_mb
-            )
-        set_constraints(trial, constraints)
-        return objective_values(res.metrics.to_dict(), s.latency)
+        _constrain(ctx, study, trial, params, res, metrics)
+        return objective_values(metrics.to_dict(), ctx.settings.latency)
 
     return objective
 

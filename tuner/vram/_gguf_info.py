@@ -60,9 +60,8 @@ def _quantization(tensors: tuple[TensorInfo, ...]) -> str:
     return max(counts, key=lambda k: counts[k]) if counts else "unknown"
 
 
-def read_gguf(path: Path) -> GGUFInfo:
-    """Parse a GGUF header; raise UserError with a fix when the file is missing or unusable."""
-    path = Path(path).expanduser()
+def _check_file(path: Path) -> int:
+    """The file's size, once it is known to exist and to start with GGUF's magic bytes."""
     if not path.exists():
         raise UserError(f"model file not found: {path} (check the --model path)")
     if not path.is_file():
@@ -75,15 +74,23 @@ def read_gguf(path: Path) -> GGUFInfo:
             f"{path.name} is not a GGUF file (no GGUF magic bytes); "
             "convert the model with llama.cpp's convert_hf_to_gguf.py or download a .gguf build"
         )
+    return size
+
+
+def _open_reader(path: Path) -> Any:
     from gguf import GGUFReader
 
     try:
-        reader = GGUFReader(path)
+        return GGUFReader(path)
     except Exception as exc:  # the reader raises many types on corrupt input
         raise UserError(
             f"{path.name} is a damaged GGUF file ({type(exc).__name__}: {exc}); "
             "it is probably truncated: download it again"
         ) from None
+
+
+def _tensors(reader: Any, path: Path, size: int) -> tuple[TensorInfo, ...]:
+    """The file's tensors; refuse a file too short to hold them."""
     tensors = tuple(
         TensorInfo(t.name, t.tensor_type.name, int(t.n_bytes), tuple(int(x) for x in t.shape))
         for t in reader.tensors
@@ -93,12 +100,27 @@ def read_gguf(path: Path) -> GGUFInfo:
         raise UserError(
             f"{path.name} is truncated ({size} bytes, its tensors need {end}); download it again"
         )
+    return tensors
+
+
+def _model_keys(reader: Any, path: Path) -> tuple[str, int]:
+    """The architecture and block count that make the file a model GGUF."""
     arch = _field(reader, "general.architecture")
     if not isinstance(arch, str):
         raise UserError(f"{path.name} has no general.architecture key; it is not a model GGUF")
     block_count = _field(reader, f"{arch}.block_count")
     if not isinstance(block_count, int) or block_count <= 0:
         raise UserError(f"{path.name} has no valid {arch}.block_count; it is not a model GGUF")
+    return arch, int(block_count)
+
+
+def read_gguf(path: Path) -> GGUFInfo:
+    """Parse a GGUF header; raise UserError with a fix when the file is missing or unusable."""
+    path = Path(path).expanduser()
+    size = _check_file(path)
+    reader = _open_reader(path)
+    tensors = _tensors(reader, path, size)
+    arch, block_count = _model_keys(reader, path)
 
     def opt_int(key: str) -> int | None:
         v = _field(reader, f"{arch}.{key}")
@@ -114,7 +136,7 @@ def read_gguf(path: Path) -> GGUFInfo:
         path=path.resolve(),
         size_bytes=size,
         architecture=arch,
-        block_count=int(block_count),
+        block_count=block_count,
         context_length=opt_int("context_length"),
         embedding_length=opt_int("embedding_length"),
         head_count=opt_int("attention.head_count"),
