@@ -16,7 +16,7 @@ TL=$R/timeline.txt
 HOLD_LEAVE_MIB=${HOLD_LEAVE_MIB:-6144} DESKTOP_MIB=${DESKTOP_MIB:-600}
 # first go (2026-11-30): pressure fit 7b-free 7b-over 13b-free (cut at trial 16: device time);
 # second go: STEPS="pressure fit 13b-free 13b-over" (13b-over cut at trial 20);
-# next: STEPS="pressure fit 13b-over anchors-13b anchors-7b"
+# next: STEPS="pressure fit anchors-13b 13b-over" ANCHOR_DEADLINE_S=1000, then anchors-7b
 STEPS=${STEPS:-"pressure fit 7b-free 7b-over 13b-free 13b-over anchors-13b anchors-7b"}
 declare -A MODELS=([7b]=$W/mistral-7b-shape.Q4_0.gguf [13b]=$W/llama2-13b-shape.Q4_0.gguf)
 T0=${T0:-$(date +%s)}
