@@ -98,6 +98,14 @@ def run(
             help="Exit (code 2) instead of waiting when another run measures here",
         ),
     ] = not D.wait_for_lock,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="One worker per GPU on the same study, e.g. 0,1 (NVML indices; "
+            "the CPU cores are split between them; docs/scaling.md)",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
     tok/s, first-token latency and VRAM; the best settings within the budget are exported."""
@@ -127,6 +135,8 @@ def run(
         profile_dir=profile_dir,
         wait_for_lock=not no_wait,
     )
+    if gpus is not None:
+        _run_workers(gpus, settings)
     try:
         summary = tune(settings, echo=lambda s: typer.echo(s))
     except StorageInternalError as exc:  # e.g. the database's disk filled up mid-run
@@ -137,3 +147,16 @@ def run(
 
     for line in inspect_commands(summary.storage, summary.study_name):
         typer.echo(f"Inspect: {line}")
+
+
+def _run_workers(gpus: str, settings: RunSettings) -> None:
+    """`--gpus`: the workers are this same command without `--gpus`, one per GPU."""
+    import sys
+
+    from tuner.study import check_options, run_on_gpus
+
+    check_options(settings)  # a bad option fails here once, not once per worker
+    args = sys.argv[1:]
+    args = args[args.index("run") + 1 :] if "run" in args else args
+    code = run_on_gpus(gpus, args, wait=settings.wait_for_lock, echo=lambda s: typer.echo(s))
+    raise typer.Exit(code)
