@@ -52,11 +52,6 @@ class Worker:
 
 def parse_gpus(text: str, present: Sequence[int]) -> list[int]:
     """`--gpus 0,1` checked against NVML's GPU indices; a UserError says what to fix."""
-    if not present:
-        raise UserError(
-            "--gpus needs NVIDIA GPUs, and NVML finds none here; "
-            "run without --gpus, or check the driver with `nvidia-smi`"
-        )
     parts = [p.strip() for p in text.split(",")]
     if not parts or not all(p.isdigit() for p in parts):
         raise UserError(f"--gpus {text!r}: give GPU indices separated by commas, e.g. --gpus 0,1")
@@ -66,6 +61,11 @@ def parse_gpus(text: str, present: Sequence[int]) -> list[int]:
         raise UserError(
             f"--gpus {text}: GPU {dupes[0]} is listed twice; parallel trials on one GPU disturb "
             "each other's figures, so give each GPU once"
+        )
+    if not present:
+        raise UserError(
+            "--gpus needs NVIDIA GPUs, and NVML finds none here; "
+            "run without --gpus, or check the driver with `nvidia-smi`"
         )
     missing = [g for g in gpus if g not in present]
     if missing:
@@ -260,8 +260,8 @@ def run_workers(
         fleet.start(command)
         return fleet.wait()
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         if any(p.poll() is None for p in fleet.procs):  # an error in the parent itself
             fleet.forward(signal.SIGTERM)
 
