@@ -147,3 +147,26 @@ def test_run_on_gpus_holds_the_whole_cpu_lock_for_its_workers(tmp_path: Path) ->
     )
     assert code == 3  # a standalone run (the whole CPU) is refused while the workers run
     assert any("held by dm-tune run" in line and "workers on GPUs 0,1" in line for line in out)
+
+
+def test_the_cli_passes_its_own_options_to_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--gpus` hands the given options (not sys.argv) to the library function."""
+    from typer.testing import CliRunner
+
+    import tuner.study
+    from tuner.cli import app
+
+    got: list[list[str]] = []
+
+    def fake(gpus: str, run_args: list[str], **_: object) -> int:
+        got.append([gpus, *run_args])
+        return 0
+
+    monkeypatch.setattr(tuner.study, "run_on_gpus", fake)
+    args = ["run", "-n", "7", "--gpus", "0,1", "--no-export", "--prefer", "latency", "--no-wait"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert len(got) == 1 and got[0][0] == "0,1"
+    flat = got[0]
+    assert "--gpus" not in flat and "--no-export" in flat and "--no-wait" in flat
+    assert flat[flat.index("--trials") + 1] == "7" and flat[flat.index("--prefer") + 1] == "latency"

@@ -17,6 +17,7 @@ DEFAULT_VRAM_BUDGET = f"{D.vram_budget_mb / 1024:g}GB"  # as the user writes it:
 
 
 def run(
+    ctx: typer.Context,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -136,7 +137,7 @@ def run(
         wait_for_lock=not no_wait,
     )
     if gpus is not None:
-        _run_workers(gpus, settings)
+        _run_workers(gpus, settings, ctx)
     try:
         summary = tune(settings, echo=lambda s: typer.echo(s))
     except StorageInternalError as exc:  # e.g. the database's disk filled up mid-run
@@ -149,14 +150,32 @@ def run(
         typer.echo(f"Inspect: {line}")
 
 
-def _run_workers(gpus: str, settings: RunSettings) -> None:
+def _run_workers(gpus: str, settings: RunSettings, ctx: typer.Context) -> None:
     """`--gpus`: the workers are this same command without `--gpus`, one per GPU."""
-    import sys
-
     from tuner.study import check_options, run_on_gpus
 
     check_options(settings)  # a bad option fails here once, not once per worker
-    args = sys.argv[1:]
-    args = args[args.index("run") + 1 :] if "run" in args else args
-    code = run_on_gpus(gpus, args, wait=settings.wait_for_lock, echo=lambda s: typer.echo(s))
+    code = run_on_gpus(
+        gpus, _given_args(ctx), wait=settings.wait_for_lock, echo=lambda s: typer.echo(s)
+    )
     raise typer.Exit(code)
+
+
+def _given_args(ctx: typer.Context) -> list[str]:
+    """The options the user gave this command, as arguments again (not sys.argv: the same
+    whether dm-tune, python -m tuner.cli or a test's CliRunner ran it)."""
+    args: list[str] = []
+    for p in ctx.command.params:
+        opts = getattr(p, "opts", None)
+        if p.name is None or not opts or p.name == "gpus":
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[p.name]
+        if getattr(p, "is_flag", False):
+            off = getattr(p, "secondary_opts", [])
+            args.append(opts[0] if value or not off else off[0])
+        else:
+            args += [opts[0], str(getattr(value, "value", value))]
+    return args
