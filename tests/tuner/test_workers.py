@@ -24,10 +24,11 @@ PINS = hasattr(psutil.Process, "cpu_affinity")
 
 
 def _run(mode: str, gpus: list[int]) -> tuple[int, list[str], list[str]]:
+    """Stand-in workers given `mode` (the stand-in's arguments, space-separated)."""
     out: list[str] = []
     err: list[str] = []
     code = run_workers(
-        plan_workers(gpus, out.append), [*STAND_IN, mode], out=out.append, err=err.append
+        plan_workers(gpus, out.append), [*STAND_IN, *mode.split()], out=out.append, err=err.append
     )
     return code, out, err
 
@@ -56,8 +57,8 @@ def test_cores_split_disjoint_covering_near_equal() -> None:
         split_cores([0, 1], 3)
 
 
-def test_a_failing_worker_stops_the_others_and_its_error_shows_once() -> None:
-    code, out, err = _run("0=wait,1=fail", [0, 1])
+def test_a_failing_worker_stops_the_others_and_its_error_shows_once(tmp_path: Path) -> None:
+    code, out, err = _run(f"0=wait,1=fail {tmp_path} 1", [0, 1])
     assert code == 2  # the failure's code, not the stopped worker's 143
     assert err.count("[gpu1] error: no such model") == 1
     assert "[gpu0] stopped by SIGTERM" in out
