@@ -347,3 +347,26 @@ def test_trials_above_the_limit(chdir_tmp: Path, demo_model: Path) -> None:
         chdir_tmp,
         "--trials must be between 1 and 100000",
     )
+
+
+def _no_nvidia_gpu() -> bool:
+    from objectives.nvml import list_gpus
+
+    return not list_gpus()
+
+
+@pytest.mark.parametrize(
+    ("gpus", "expected"),
+    [
+        pytest.param(
+            "0",
+            "NVML finds none here",
+            marks=pytest.mark.skipif(not _no_nvidia_gpu(), reason="needs a machine without GPU"),
+        ),
+        ("0,0", "GPU 0 is listed twice"),
+        ("zero", "give GPU indices separated by commas"),
+    ],
+)
+def test_bad_gpus(chdir_tmp: Path, demo_model: Path, gpus: str, expected: str) -> None:
+    """`--gpus` is checked against NVML's GPUs before any worker starts (none here)."""
+    _fails_cleanly(["run", "--model", str(demo_model), "--gpus", gpus], chdir_tmp, expected)

@@ -17,6 +17,7 @@ DEFAULT_VRAM_BUDGET = f"{D.vram_budget_mb / 1024:g}GB"  # as the user writes it:
 
 
 def run(
+    ctx: typer.Context,
     model: Annotated[
         Path | None,
         typer.Option(
@@ -98,6 +99,14 @@ def run(
             help="Exit (code 2) instead of waiting when another run measures here",
         ),
     ] = not D.wait_for_lock,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            "--gpus",
+            help="One worker per GPU on the same study, e.g. 0,1 (NVML indices; "
+            "the CPU cores are split between them; docs/scaling.md)",
+        ),
+    ] = None,
 ) -> None:
     """Run (or resume) a study: each trial loads the model with candidate settings and measures
     tok/s, first-token latency and VRAM; the best settings within the budget are exported."""
@@ -127,6 +136,8 @@ def run(
         profile_dir=profile_dir,
         wait_for_lock=not no_wait,
     )
+    if gpus is not None:
+        _run_workers(gpus, settings, ctx)
     try:
         summary = tune(settings, echo=lambda s: typer.echo(s))
     except StorageInternalError as exc:  # e.g. the database's disk filled up mid-run
@@ -137,3 +148,34 @@ def run(
 
     for line in inspect_commands(summary.storage, summary.study_name):
         typer.echo(f"Inspect: {line}")
+
+
+def _run_workers(gpus: str, settings: RunSettings, ctx: typer.Context) -> None:
+    """`--gpus`: the workers are this same command without `--gpus`, one per GPU."""
+    from tuner.study import check_options, run_on_gpus
+
+    check_options(settings)  # a bad option fails here once, not once per worker
+    code = run_on_gpus(
+        gpus, _given_args(ctx), wait=settings.wait_for_lock, echo=lambda s: typer.echo(s)
+    )
+    raise typer.Exit(code)
+
+
+def _given_args(ctx: typer.Context) -> list[str]:
+    """The options the user gave this command, as arguments again (not sys.argv: the same
+    whether dm-tune, python -m tuner.cli or a test's CliRunner ran it)."""
+    args: list[str] = []
+    for p in ctx.command.params:
+        opts = getattr(p, "opts", None)
+        if p.name is None or not opts or p.name == "gpus":
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[p.name]
+        if getattr(p, "is_flag", False):
+            off = getattr(p, "secondary_opts", [])
+            args.append(opts[0] if value or not off else off[0])
+        else:
+            args += [opts[0], str(getattr(value, "value", value))]
+    return args

@@ -13,6 +13,7 @@ from tuner.machine._doctor import (
 )
 from tuner.machine._hardware import Hardware, detect, slugify
 from tuner.machine._measure_lock import (
+    WORKER_CORES_ENV,
     lock_dir,
     measured_resources,
     measurement_lock,
@@ -24,6 +25,7 @@ from tuner.machine._probe import SMOKE_PARAMS, Probe, crash_diagnosis, run_probe
 __all__ = [
     "DEMO_MODEL_SHA256",
     "SMOKE_PARAMS",
+    "WORKER_CORES_ENV",
     "Hardware",
     "Probe",
     "collect",

@@ -23,6 +23,8 @@ from tuner.errors import UserError
 from tuner.paths import cache_dir
 
 LOCK_DIR_ENV = "DM_TUNE_LOCK_DIR"
+# Set by `dm-tune run --gpus` for each worker: its cores ("0-7"; "" where the OS can't pin).
+WORKER_CORES_ENV = "DM_TUNE_WORKER_CORES"
 _WIN_LOCK_OFFSET = 1 << 20  # Windows locks are mandatory: lock a byte past the holder's text
 _WIN_POLL_S = 1.0
 
@@ -36,12 +38,19 @@ def lock_dir() -> Path:
 def measured_resources(gpu_indices: list[int]) -> list[str]:
     """What a measurement here shares with any other: the CPU always (llama.cpp's threads are
     not pinned to cores, and a GPU trial's host side runs there too), plus every GPU it can use
-    (CUDA_VISIBLE_DEVICES, when it lists indices, narrows them)."""
+    (CUDA_VISIBLE_DEVICES, when it lists indices, narrows them).
+
+    A worker of `dm-tune run --gpus` locks its own cores ("cpu0-7") instead of the whole CPU,
+    which its parent holds for all workers; pinned to disjoint cores, they don't wait for each
+    other. Where the OS can't pin (macOS) a worker locks no CPU resource: only its GPU.
+    """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and all(p.strip().isdigit() for p in visible.split(",") if p.strip()):
         allowed = {int(p) for p in visible.split(",") if p.strip()}
         gpu_indices = [i for i in gpu_indices if i in allowed]
-    return ["cpu", *(f"gpu{i}" for i in sorted(set(gpu_indices)))]
+    cores = os.environ.get(WORKER_CORES_ENV)
+    cpu = ["cpu"] if cores is None else [f"cpu{cores}"] if cores else []
+    return [*cpu, *(f"gpu{i}" for i in sorted(set(gpu_indices)))]
 
 
 def this_machines_resources() -> list[str]:
@@ -186,7 +195,13 @@ def _acquire(lk: _FileLock, name: str, wait: bool, echo: Echo) -> None:
         return
     holder = read_holder(lk.path)
     who = holder.describe() if holder else "another dm-tune process"
-    what = "CPU" if name == "cpu" else f"GPU {name.removeprefix('gpu')}"
+    what = (
+        "CPU"
+        if name == "cpu"
+        else f"CPU cores {name.removeprefix('cpu')}"
+        if name.startswith("cpu")
+        else f"GPU {name.removeprefix('gpu')}"
+    )
     if not wait:
         raise UserError(
             f"the measurement lock on the {what} is held by {who}: measuring at the same "

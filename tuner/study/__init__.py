@@ -20,7 +20,7 @@ from tuner.study._constraints import (
     set_constraints,
 )
 from tuner.study._interrupt import Terminated, exit_code, termination_as_interrupt
-from tuner.study._prepare import settings_digest
+from tuner.study._prepare import check_options, settings_digest
 from tuner.study._progress import Progress, describe_settings
 from tuner.study._pruning import Point, decide
 from tuner.study._selection import (
@@ -58,6 +58,7 @@ from tuner.study._trial_record import (
     vram_predicted_mb,
 )
 from tuner.study._tune import tune
+from tuner.study._workers import Worker, parse_gpus, plan_workers, run_on_gpus, run_workers
 
 __all__ = [
     "CONSTRAINT_KEY",
@@ -76,8 +77,10 @@ __all__ = [
     "StudyRecord",
     "Terminated",
     "TrialRecord",
+    "Worker",
     "apply_confirmations",
     "candidates",
+    "check_options",
     "check_storage",
     "check_study_name",
     "choose_best",
@@ -100,11 +103,15 @@ __all__ = [
     "mark_spills",
     "metrics_of",
     "pareto_front",
+    "parse_gpus",
     "partial_figures",
+    "plan_workers",
     "record_settings",
     "reference_trial",
     "render_summary",
     "role_of",
+    "run_on_gpus",
+    "run_workers",
     "set_constraints",
     "settings_digest",
     "settings_of",

@@ -5,6 +5,7 @@ those read as None (or empty)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.launch import ChildResult, Watch, this_process
+from tuner.machine import WORKER_CORES_ENV
 from tuner.study._constraints import copy_constraints, with_vram_constraint
 from tuner.vram import UNMEASURED_ATTR, VramPrediction
 
@@ -59,6 +61,7 @@ class TrialRecord:
     retry_reason: str | None = None
     failed_trial: int | None = None  # Optuna's retry of a stale trial (a system attribute)
     owner: dict[str, Any] | None = None  # the run that ran it (objectives.launch.this_process)
+    cpu_cores: str | None = None  # a `--gpus` worker's cores ("0-7"; "" not pinned)
     # What it ran
     llama_kwargs: dict[str, Any] | None = None  # the normalized settings passed to Llama(...)
     key: str | None = None  # tuner.space.key_of(llama_kwargs)
@@ -112,6 +115,7 @@ class TrialRecord:
             retry_reason=_str(a.get("retry_reason")),
             failed_trial=_int(system.get(_FAILED_TRIAL)),
             owner=_dict(a.get("owner")),
+            cpu_cores=_str(a.get("cpu_cores")),
             llama_kwargs=_dict(a.get("llama_kwargs")),
             key=_str(a.get("key")),
             reused_from=_int(a.get("reused_from")),
@@ -250,8 +254,16 @@ def mark_interrupted(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
 
 
 def record_owner(trial: optuna.Trial) -> None:
-    """The run that runs the trial: a resume knows if its run is gone."""
+    """The run that runs the trial: a resume knows if its run is gone. A `--gpus` worker
+    also records its share of the cores (the trial's n_threads ran on those)."""
     trial.set_user_attr("owner", this_process())
+    cores = os.environ.get(WORKER_CORES_ENV)
+    if cores is not None:
+        record_cpu_cores(trial, cores)
+
+
+def record_cpu_cores(trial: optuna.Trial, cores: str) -> None:
+    trial.set_user_attr("cpu_cores", cores)
 
 
 def record_settings(trial: optuna.Trial, params: dict[str, Any], key: str) -> None:
