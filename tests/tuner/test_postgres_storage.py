@@ -81,7 +81,7 @@ def _stored_text(conninfo: str) -> str:
 def test_a_study_on_postgresql_runs_and_is_read_back(
     pg_url: str, demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
 ) -> None:
-    printed, (profile, html, csv) = _run_and_read_back(
+    _printed, (profile, html, csv) = _run_and_read_back(
         pg_url, demo_model, quick_workload, small_space, tmp_path
     )
     assert profile.is_file() and html.is_file()
