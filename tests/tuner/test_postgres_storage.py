@@ -20,13 +20,7 @@ from tuner.study import RunSettings, tune
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.slow,
-    # Optuna's RDBStorage never disposes its SQLAlchemy engine: when one is collected, psycopg
-    # warns about each pooled connection (a ResourceWarning, silent for users).
-    pytest.mark.filterwarnings(
-        "ignore:Exception ignored in. <function BaseConnection.__del__"
-        ":pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+]  # psycopg's warning about connections Optuna leaves open: pyproject.toml's filterwarnings
 runner = CliRunner()
 
 
