@@ -26,5 +26,5 @@ if ! python -c 'import llama_cpp' 2>/dev/null; then
   echo "setup: building llama-cpp-python (CMAKE_ARGS=$CMAKE_ARGS); the first build takes ~5 minutes"
   CMAKE_ARGS="$CMAKE_ARGS" python -m pip install -q "llama-cpp-python>=0.3,<0.4"
 fi
-python -m pip install -q -e ".[dev,dashboard]"
+python -m pip install -q -e ".[dev,dashboard,postgres]"
 echo "setup: ready ($(python -c 'import llama_cpp; print("llama-cpp-python", llama_cpp.__version__, "gpu offload:", llama_cpp.llama_supports_gpu_offload())'))"
