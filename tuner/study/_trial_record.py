@@ -18,6 +18,8 @@ from tuner.vram import UNMEASURED_ATTR, VramPrediction
 
 SPILL_ATTR = "spill"  # the trial's user attribute with why it is a suspected spill
 ROLE_ATTRS = ("baseline", "start")  # enqueued trials carry their name under one of these
+SURPLUS = "surplus"  # a trial started when the study already had its --trials (another worker's)
+DUPLICATE = "duplicate"  # an enqueued trial that an earlier trial already runs or ran
 _FAILED_TRIAL = "failed_trial"  # Optuna's system attribute on the retry of a stale trial
 # What a trial with the same settings as an earlier completed one takes from it.
 _REUSED = ("metrics", "gpu", "llama_buffers", SPILL_ATTR, UNMEASURED_ATTR)
@@ -252,6 +254,12 @@ def mark_interrupted(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
 def record_owner(trial: optuna.Trial) -> None:
     """The run that runs the trial: a resume knows if its run is gone."""
     trial.set_user_attr("owner", this_process())
+
+
+def record_not_needed(trial: optuna.Trial, status: str, reason: str) -> None:
+    """A trial ended before anything was measured: `surplus` or `duplicate` (tuner/study/_share.py);
+    it fails, so that no front, count or sampler takes it."""
+    record_outcome(trial, status, reason)
 
 
 def record_settings(trial: optuna.Trial, params: dict[str, Any], key: str) -> None:
