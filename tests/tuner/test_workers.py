@@ -4,15 +4,20 @@ worker's running trials."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from stand_in_run import STUDY, run_context, storage_url
 
 from objectives.launch import ColdLauncher
 from tests.conftest import stand_in
-from tuner.study import DIRECTIONS, TrialRecord, counted_trials, enqueue
+from tuner.errors import UserError
+from tuner.machine import Hardware
+from tuner.study import DIRECTIONS, StudyRecord, TrialRecord, counted_trials, enqueue
 from tuner.study._share import unneeded
 from tuner.study._study import run_study
 from tuner.study._trial_record import enqueue_retry
@@ -111,3 +116,50 @@ def test_a_worker_whose_trial_is_one_too_many_ends_it_unmeasured_and_stops(
     assert surplus.state == TrialState.FAIL and record.status == "surplus"
     assert record.llama_kwargs is None and record.wall_s is None  # nothing measured
     assert counted_trials(trials) == []
+
+
+def _run(tmp_path: Path, workload: Path, space: Path, trials: int, **ctx_changes: Any) -> Any:
+    ctx = dataclasses.replace(run_context(tmp_path, workload, space, trials=trials), **ctx_changes)
+    lines: list[str] = []
+    return run_study(ctx, ColdLauncher(stand_in("canned"), sample_gpu=False), lines.append)
+
+
+def test_a_worker_on_another_machine_type_is_refused_and_writes_nothing(
+    tmp_path: Path, quick_workload: Path, small_space: Path
+) -> None:
+    _run(tmp_path, quick_workload, small_space, trials=1)
+    before = optuna.load_study(study_name=STUDY, storage=storage_url(tmp_path))
+    attrs, n = dict(before.user_attrs), len(before.trials)
+    assert StudyRecord.from_study(before).machine == {
+        "gpus": [],
+        "driver": None,
+        "cpu": "stand-in CPU",
+        "logical_cores": 2,
+        "llama_cpp_version": "0.0.0-stand-in",
+        "gpu_offload": False,
+        "model_sha256": "0" * 64,
+    }
+    other = Hardware("other CPU", 2, 2, 4096.0, "Linux", ())
+    with pytest.raises(UserError) as err:
+        _run(tmp_path, quick_workload, small_space, trials=2, hardware=other)
+    assert str(err.value) == (
+        "this machine (no GPU, other CPU 2 threads, llama-cpp-python 0.0.0-stand-in CPU-only "
+        "build) differs from the study's (no GPU, stand-in CPU 2 threads, llama-cpp-python "
+        f"0.0.0-stand-in CPU-only build): a study holds one machine type; run with --study "
+        f"{STUDY}-other-2t for this one"
+    )
+    after = optuna.load_study(study_name=STUDY, storage=storage_url(tmp_path))
+    assert dict(after.user_attrs) == attrs and len(after.trials) == n
+
+
+def test_a_study_made_before_machines_were_recorded_takes_any_machine(
+    tmp_path: Path, quick_workload: Path, small_space: Path
+) -> None:
+    _run(tmp_path, quick_workload, small_space, trials=1)
+    study = optuna.load_study(study_name=STUDY, storage=storage_url(tmp_path))
+    study._storage.set_study_user_attr(study._study_id, "machine", None)  # an older dm-tune's
+    other = Hardware("other CPU", 2, 2, 4096.0, "Linux", ())
+    result = _run(tmp_path, quick_workload, small_space, trials=2, hardware=other)
+    assert result.ran == 1
+    again = optuna.load_study(study_name=STUDY, storage=storage_url(tmp_path))
+    assert StudyRecord.from_study(again).machine is None  # left as it was

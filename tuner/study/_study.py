@@ -26,7 +26,7 @@ from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
 from tuner.study._constraints import CONSTRAINT_KEY, constraint_values, set_constraints
 from tuner.study._interrupt import describe, exit_code, termination_as_interrupt
-from tuner.study._prepare import Context
+from tuner.study._prepare import Context, describe_machine
 from tuner.study._progress import Progress
 from tuner.study._pruning import make_watcher
 from tuner.study._share import counted_trials, unneeded
@@ -166,7 +166,10 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         load_if_exists=True,
     )
     fp = ctx.fingerprint()
-    old = StudyRecord.from_study(study).settings
+    recorded = StudyRecord.from_study(study)
+    old = recorded.settings
+    if old is not None:  # first: another machine type also changes the space's digest
+        _check_machine(ctx, recorded.machine)
     if old is None:
         names = ["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"]
         with warnings.catch_warnings():
@@ -182,6 +185,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
             context_floor=ctx.floor.to_profile(),
             objectives=names,
             quality_affecting=list(ctx.space.config.quality_affecting()),
+            machine=ctx.machine(),
             settings=fp,
         )
         record_study(study, record)
@@ -199,6 +203,19 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     if starts:
         echo(f"Then dm-tune's start points: {', '.join(starts)} (configs/baselines.yaml).")
     return study
+
+
+def _check_machine(ctx: Context, recorded: dict[str, Any] | None) -> None:
+    """Refuse a worker on another machine type (a study made before machines were recorded
+    takes any: it is left as it is)."""
+    mine = ctx.machine()
+    if recorded is None or recorded == mine:
+        return
+    raise UserError(
+        f"this machine ({describe_machine(mine)}) differs from the study's "
+        f"({describe_machine(recorded)}): a study holds one machine type; run with "
+        f"--study {ctx.study_name}-{ctx.hardware.slug()} for this one"
+    )
 
 
 def _model_attr(ctx: Context) -> dict[str, Any]:
