@@ -5,6 +5,9 @@ worker's running trials."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +166,45 @@ def test_a_study_made_before_machines_were_recorded_takes_any_machine(
     assert result.ran == 1
     again = optuna.load_study(study_name=STUDY, storage=storage_url(tmp_path))
     assert StudyRecord.from_study(again).machine is None  # left as it was
+
+
+WORKER = Path(__file__).parent / "worker_proc.py"
+
+
+def three_workers(url: str, tmp_path: Path, workload: Path, total: int = 9) -> None:
+    """Three worker processes started together on the study at `url`: the study ends with
+    exactly `total` counted trials, each app profile measured once, and every worker exits 0.
+    (Also run on PostgreSQL by test_workers_postgres.py.)"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), url, str(tmp_path), str(workload), str(total)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out
+        assert "database is locked" not in out, out
+    trials = optuna.load_study(study_name=STUDY, storage=url).get_trials()
+    assert len(counted_trials(trials)) == total, "\n".join(outs)
+    measured = [TrialRecord.from_frozen(t) for t in counted_trials(trials)]
+    roles = [r.role for r in measured if r.role[0] != "sampled"]
+    assert sorted(roles) == [
+        ("baseline", "balanced"),
+        ("baseline", "cpu_fallback"),
+        ("baseline", "performance"),
+    ]
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    progress = [ln.split()[0] for out in outs for ln in out.splitlines() if ln.startswith("[")]
+    assert len(progress) == total and all(p.endswith(f"/{total}]") for p in progress)
+
+
+def test_three_workers_on_one_sqlite_study_run_the_total_once(
+    tmp_path: Path, quick_workload: Path
+) -> None:
+    three_workers(storage_url(tmp_path), tmp_path, quick_workload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from tuner.errors import UserError
 
@@ -143,6 +144,9 @@ GRACE_S = 120  # no heartbeat for this long: that run is gone (another host's, o
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
+SCHEMA_ATTEMPTS = 5  # tries to open a database whose tables another worker is creating
+
+
 def open_storage(
     checked: CheckedStorage, on_stale: StaleCallback | None = None
 ) -> optuna.storages.RDBStorage:
@@ -155,11 +159,20 @@ def open_storage(
 
     if checked.sqlite_path is not None:  # checked writable; made only now the study starts
         checked.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return RDBStorage(
-            checked.url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(
+                    checked.url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+        except (IntegrityError, OperationalError):
+            # workers starting together on a new database all create its tables: the ones
+            # that lose the race find them made when they try again
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
