@@ -365,10 +365,9 @@ def _constrain(
     set_constraints(trial, constraints)
 
 
-def _not_needed(ctx: Context, study: optuna.Study, trial: optuna.Trial, echo: Echo) -> None:
+def _not_needed(study: optuna.Study, trial: optuna.Trial, total: int, echo: Echo) -> None:
     """End a trial the study does not need, before it measures anything: one too many for
     --trials (this worker then stops), or an enqueued trial an earlier one already runs."""
-    total = ctx.settings.trials
     why = unneeded(study.get_trials(deepcopy=False), trial.number, total)
     if why is None:
         return
@@ -382,14 +381,21 @@ def _not_needed(ctx: Context, study: optuna.Study, trial: optuna.Trial, echo: Ec
 
 
 def make_objective(
-    ctx: Context, study: optuna.Study, launcher: Launcher, echo: Echo = print
+    ctx: Context,
+    study: optuna.Study,
+    launcher: Launcher,
+    echo: Echo = print,
+    total: int | None = None,
 ) -> Callable[[optuna.Trial], list[float]]:
+    """The trial's objective; with `total` (run_study's --trials), a trial the study does not
+    need ends unmeasured first (tuner/study/_share.py)."""
     guard = ctx.vram_guard
     if guard is not None:
         _seed_guard(guard, study)
 
     def objective(trial: optuna.Trial) -> list[float]:
-        _not_needed(ctx, study, trial, echo)
+        if total is not None:
+            _not_needed(study, trial, total, echo)
         params, enqueued = _trial_params(ctx, trial)
         prev = _previous(study, key_of(params), trial.number)
         if prev is not None:
@@ -444,7 +450,7 @@ def run_study(ctx: Context, launcher: Launcher, echo: Echo = print) -> RunResult
     try:
         with termination_as_interrupt():
             study.optimize(
-                make_objective(ctx, study, launcher, echo),
+                make_objective(ctx, study, launcher, echo, ctx.settings.trials),
                 n_trials=todo,
                 catch=(TrialFailed,),
                 callbacks=[progress],
