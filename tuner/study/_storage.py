@@ -146,7 +146,7 @@ StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
 def _serialize_sqlite(storage: optuna.storages.RDBStorage) -> None:
-    """WAL, and every transaction takes SQLite's write lock when it begins (BEGIN IMMEDIATE). Optuna
+    """Every transaction takes SQLite's write lock when it begins (BEGIN IMMEDIATE). Optuna
     hands a waiting (enqueued) trial to a worker with SELECT ... FOR UPDATE, which SQLite
     ignores: two workers on one machine could both run the same enqueued trial. (SQLAlchemy's
     pysqlite recipe; a PostgreSQL server locks the row itself.)"""
@@ -157,7 +157,6 @@ def _serialize_sqlite(storage: optuna.storages.RDBStorage) -> None:
     @event.listens_for(engine, "connect")
     def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # pysqlite then leaves BEGIN to SQLAlchemy
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")  # readers don't wait for a writer
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(conn: Any) -> None:
@@ -191,8 +190,9 @@ def open_storage(
                     grace_period=GRACE_S,
                     heartbeat_stale_trial_callback=on_stale,
                 )
-            if checked.sqlite_path is not None:
-                _serialize_sqlite(storage)
+            path = checked.sqlite_path
+            if path is not None and os.access(path if path.exists() else path.parent, os.W_OK):
+                _serialize_sqlite(storage)  # a read-only file is only read (export, report)
             return storage
         except (IntegrityError, OperationalError):
             # workers starting together on a new database all create its tables: the ones
