@@ -31,6 +31,7 @@ from tuner.study._selection import (
     pareto_front,
 )
 from tuner.study._settings import RunSettings
+from tuner.study._share import counted_trials
 from tuner.study._spill import (
     SpillPoint,
     like_key,
@@ -39,7 +40,7 @@ from tuner.study._spill import (
     spilled_over_budget_mb,
 )
 from tuner.study._storage import DEFAULT_STORAGE, check_storage, display_url, storage_failure
-from tuner.study._study import DIRECTIONS, counted_trials, make_objective
+from tuner.study._study import DIRECTIONS, make_objective
 from tuner.study._study_lookup import load_dm_tune_study, load_existing_study
 from tuner.study._study_name import check_study_name
 from tuner.study._study_record import StudyRecord

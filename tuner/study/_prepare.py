@@ -104,6 +104,31 @@ class Context:
             "space_digest": settings_digest(space),
         }
 
+    def machine(self) -> dict[str, Any]:
+        """The machine type a study measures: workers on identical machines join it, others
+        are refused (their figures would not compare)."""
+        gpus = self.hardware.gpus
+        return {
+            "gpus": [g.name for g in gpus],
+            "driver": gpus[0].driver if gpus else None,
+            "cpu": self.hardware.cpu,
+            "logical_cores": self.hardware.logical_cores,
+            "llama_cpp_version": self.probe.llama_cpp_version,
+            "gpu_offload": self.probe.gpu_offload,
+            "model_sha256": self.model_sha256,
+        }
+
+
+def describe_machine(m: dict[str, Any]) -> str:
+    """A machine fingerprint in a few words (for the refusal line)."""
+    gpus = " + ".join(str(g) for g in m.get("gpus") or []) or "no GPU"
+    driver = f" driver {m['driver']}" if m.get("driver") else ""
+    offload = "GPU" if m.get("gpu_offload") else "CPU-only"
+    return (
+        f"{gpus}{driver}, {m.get('cpu')} {m.get('logical_cores')} threads, "
+        f"llama-cpp-python {m.get('llama_cpp_version')} {offload} build"
+    )
+
 
 MAX_TRIALS = 100_000
 

@@ -13,8 +13,9 @@ from tuner.echo import Echo
 from tuner.machine import crash_diagnosis
 from tuner.profile import Prefer
 from tuner.study._selection import choose_best
+from tuner.study._share import counted_trials
 from tuner.study._study_record import StudyRecord
-from tuner.study._trial_record import TrialRecord
+from tuner.study._trial_record import DUPLICATE, SURPLUS, TrialRecord
 
 STREAK_ANYWHERE = 5  # after the start, this many identical failures in a row also stop the study
 
@@ -94,11 +95,14 @@ class Progress:
         self.version = StudyRecord.from_study(study).llama_cpp_version or None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        r = TrialRecord.from_frozen(trial)
+        if r.status in (SURPLUS, DUPLICATE):
+            return  # not run: the objective said why
         self.ran += 1
-        self.count += 1
+        # the study's count, all workers' trials included
+        self.count = max(self.count + 1, len(counted_trials(study.get_trials(deepcopy=False))))
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.ran * max(self.total - self.count, 0)
-        r = TrialRecord.from_frozen(trial)
         status = r.outcome
         named = r.baseline or r.start
         tag = f" [{named}]" if named else ""

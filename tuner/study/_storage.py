@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from tuner.errors import UserError
 
@@ -143,6 +145,29 @@ GRACE_S = 120  # no heartbeat for this long: that run is gone (another host's, o
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
 
+def _serialize_sqlite(storage: optuna.storages.RDBStorage) -> None:
+    """Every transaction takes SQLite's write lock when it begins (BEGIN IMMEDIATE). Optuna
+    hands a waiting (enqueued) trial to a worker with SELECT ... FOR UPDATE, which SQLite
+    ignores: two workers on one machine could both run the same enqueued trial. (SQLAlchemy's
+    pysqlite recipe; a PostgreSQL server locks the row itself.)"""
+    from sqlalchemy import event
+
+    engine = storage.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # pysqlite then leaves BEGIN to SQLAlchemy
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners are not reused
+
+
+SCHEMA_ATTEMPTS = 5  # tries to open a database whose tables another worker is creating
+
+
 def open_storage(
     checked: CheckedStorage, on_stale: StaleCallback | None = None
 ) -> optuna.storages.RDBStorage:
@@ -155,11 +180,24 @@ def open_storage(
 
     if checked.sqlite_path is not None:  # checked writable; made only now the study starts
         checked.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return RDBStorage(
-            checked.url,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                storage = RDBStorage(
+                    checked.url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+            path = checked.sqlite_path
+            if path is not None and os.access(path if path.exists() else path.parent, os.W_OK):
+                _serialize_sqlite(storage)  # a read-only file is only read (export, report)
+            return storage
+        except (IntegrityError, OperationalError):
+            # workers starting together on a new database all create its tables: the ones
+            # that lose the race find them made when they try again
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -26,9 +26,10 @@ from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
 from tuner.study._constraints import CONSTRAINT_KEY, constraint_values, set_constraints
 from tuner.study._interrupt import describe, exit_code, termination_as_interrupt
-from tuner.study._prepare import Context
+from tuner.study._prepare import Context, describe_machine
 from tuner.study._progress import Progress
 from tuner.study._pruning import make_watcher
+from tuner.study._share import counted_trials, unneeded
 from tuner.study._spill import (
     measured_points,
     spill_point,
@@ -38,6 +39,8 @@ from tuner.study._spill import (
 from tuner.study._storage import GRACE_S, open_storage
 from tuner.study._study_record import StudyRecord, record_study
 from tuner.study._trial_record import (
+    DUPLICATE,
+    SURPLUS,
     TrialRecord,
     enqueue,
     enqueue_retry,
@@ -46,6 +49,7 @@ from tuner.study._trial_record import (
     record_below_floor,
     record_buffers,
     record_child,
+    record_not_needed,
     record_outcome,
     record_owner,
     record_prediction,
@@ -78,17 +82,6 @@ class RunResult:
     exit_code: int = 0  # 130 after Ctrl-C, 143 after SIGTERM
     aborted: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def counted_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Finished trials that count toward --trials (interrupted or retried ones don't)."""
-    records = [TrialRecord.from_frozen(t) for t in trials]
-    retried = {r.retry_of for r in records} | {r.failed_trial for r in records}
-    return [
-        t
-        for t, r in zip(trials, records, strict=True)
-        if t.state.is_finished() and r.status != "interrupted" and t.number not in retried
-    ]
 
 
 KILLED = "its dm-tune run ended without finishing it (killed?); re-run to redo it"
@@ -138,10 +131,12 @@ def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], li
     floor is enqueued at the lowest searched n_ctx (Optuna's distribution has no lower one)
     and run with its own n_ctx, kept in the record's `app_n_ctx`; it is measured for the
     before/after table and is never feasible (the n_ctx_below_floor constraint).
-    Only those no trial of the study carries yet are enqueued."""
+    Only those no trial of the study carries yet are enqueued; workers starting together may
+    both enqueue one: the later trial is then a duplicate (tuner/study/_share.py)."""
     names: dict[str, list[str]] = {"baseline": [], "start": []}
     lowest = min(ctx.space.n_ctx_choices)
-    have = {TrialRecord.from_frozen(t).role for t in study.get_trials(deepcopy=False)}
+    records = [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+    have = {r.role for r in records if r.status not in (SURPLUS, DUPLICATE)}
     guard = ctx.vram_guard
     fit = None if guard is None else (lambda p: guard.most_layers(p, ctx.space.machine.layers))
     for params, attrs in starting_trials(ctx.space, ctx.baselines, ctx.starts, fit):
@@ -171,7 +166,10 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
         load_if_exists=True,
     )
     fp = ctx.fingerprint()
-    old = StudyRecord.from_study(study).settings
+    recorded = StudyRecord.from_study(study)
+    old = recorded.settings
+    if old is not None:  # first: another machine type also changes the space's digest
+        _check_machine(ctx, recorded.machine)
     if old is None:
         names = ["gen_tok_s", f"{ctx.settings.latency}_ttft_ms"]
         with warnings.catch_warnings():
@@ -187,6 +185,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
             context_floor=ctx.floor.to_profile(),
             objectives=names,
             quality_affecting=list(ctx.space.config.quality_affecting()),
+            machine=ctx.machine(),
             settings=fp,
         )
         record_study(study, record)
@@ -204,6 +203,19 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     if starts:
         echo(f"Then dm-tune's start points: {', '.join(starts)} (configs/baselines.yaml).")
     return study
+
+
+def _check_machine(ctx: Context, recorded: dict[str, Any] | None) -> None:
+    """Refuse a worker on another machine type (a study made before machines were recorded
+    takes any: it is left as it is)."""
+    mine = ctx.machine()
+    if recorded is None or recorded == mine:
+        return
+    raise UserError(
+        f"this machine ({describe_machine(mine)}) differs from the study's "
+        f"({describe_machine(recorded)}): a study holds one machine type; run with "
+        f"--study {ctx.study_name}-{ctx.hardware.slug()} for this one"
+    )
 
 
 def _model_attr(ctx: Context) -> dict[str, Any]:
@@ -353,14 +365,37 @@ def _constrain(
     set_constraints(trial, constraints)
 
 
+def _not_needed(study: optuna.Study, trial: optuna.Trial, total: int, echo: Echo) -> None:
+    """End a trial the study does not need, before it measures anything: one too many for
+    --trials (this worker then stops), or an enqueued trial an earlier one already runs."""
+    why = unneeded(study.get_trials(deepcopy=False), trial.number, total)
+    if why is None:
+        return
+    if why == SURPLUS:
+        record_not_needed(trial, SURPLUS, f"the study already had its {total} trials")
+        echo(f"The study has its {total} trials; this worker stops.")
+        study.stop()
+    else:
+        record_not_needed(trial, DUPLICATE, "an earlier trial runs the same enqueued trial")
+    raise TrialFailed(why)
+
+
 def make_objective(
-    ctx: Context, study: optuna.Study, launcher: Launcher
+    ctx: Context,
+    study: optuna.Study,
+    launcher: Launcher,
+    echo: Echo = print,
+    total: int | None = None,
 ) -> Callable[[optuna.Trial], list[float]]:
+    """The trial's objective; with `total` (run_study's --trials), a trial the study does not
+    need ends unmeasured first (tuner/study/_share.py)."""
     guard = ctx.vram_guard
     if guard is not None:
         _seed_guard(guard, study)
 
     def objective(trial: optuna.Trial) -> list[float]:
+        if total is not None:
+            _not_needed(study, trial, total, echo)
         params, enqueued = _trial_params(ctx, trial)
         prev = _previous(study, key_of(params), trial.number)
         if prev is not None:
@@ -415,7 +450,7 @@ def run_study(ctx: Context, launcher: Launcher, echo: Echo = print) -> RunResult
     try:
         with termination_as_interrupt():
             study.optimize(
-                make_objective(ctx, study, launcher),
+                make_objective(ctx, study, launcher, echo, ctx.settings.trials),
                 n_trials=todo,
                 catch=(TrialFailed,),
                 callbacks=[progress],

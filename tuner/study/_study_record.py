@@ -40,6 +40,8 @@ class StudyRecord:
     objectives: list[str] | None = None  # the names of trial.values, in order
     # the knobs that change the model's answers (search space's flag); None: made before
     quality_affecting: list[str] | None = None
+    # the machine type it measures (Context.machine); None: made before, any machine joins
+    machine: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None  # the fingerprint a resume must match; written last
     confirmed: Entries = field(default_factory=dict)  # trial number -> its confirmation
     reference_runs: Entries = field(default_factory=dict)  # session -> the app profile's runs
@@ -63,6 +65,7 @@ class StudyRecord:
             context_floor=_dict(a.get("context_floor")),
             objectives=[str(n) for n in names] if isinstance(names, list) else None,
             quality_affecting=([str(k) for k in quality] if isinstance(quality, list) else None),
+            machine=_dict(a.get("machine")),
             settings=_dict(a.get("settings")),
             confirmed=_entries(a.get("confirmed")),
             reference_runs=_entries(a.get("reference_runs")),

@@ -20,6 +20,8 @@ from tuner.vram import UNMEASURED_ATTR, VramPrediction
 
 SPILL_ATTR = "spill"  # the trial's user attribute with why it is a suspected spill
 ROLE_ATTRS = ("baseline", "start")  # enqueued trials carry their name under one of these
+SURPLUS = "surplus"  # a trial started when the study already had its --trials (another worker's)
+DUPLICATE = "duplicate"  # an enqueued trial that an earlier trial already runs or ran
 _FAILED_TRIAL = "failed_trial"  # Optuna's system attribute on the retry of a stale trial
 # What a trial with the same settings as an earlier completed one takes from it.
 _REUSED = ("metrics", "gpu", "llama_buffers", SPILL_ATTR, UNMEASURED_ATTR)
@@ -264,6 +266,12 @@ def record_owner(trial: optuna.Trial) -> None:
 
 def record_cpu_cores(trial: optuna.Trial, cores: str) -> None:
     trial.set_user_attr("cpu_cores", cores)
+
+
+def record_not_needed(trial: optuna.Trial, status: str, reason: str) -> None:
+    """A trial ended before anything was measured: `surplus` or `duplicate` (tuner/study/_share.py);
+    it fails, so that no front, count or sampler takes it."""
+    record_outcome(trial, status, reason)
 
 
 def record_settings(trial: optuna.Trial, params: dict[str, Any], key: str) -> None:

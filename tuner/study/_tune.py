@@ -10,8 +10,9 @@ from tuner.echo import Echo
 from tuner.machine import measurement_lock, relabel
 from tuner.study._prepare import Context, check_options, prepare
 from tuner.study._settings import RunSettings
+from tuner.study._share import counted_trials
 from tuner.study._storage import display_url
-from tuner.study._study import counted_trials, run_study
+from tuner.study._study import run_study
 from tuner.study._summary import render_summary
 
 
