@@ -47,7 +47,7 @@ def test_two_cpu_workers_share_one_study_on_their_own_cores(
     assert any(line.startswith("[gpu1] ran ") for line in out)
     trials = optuna.load_study(study_name=STUDY, storage=storage_url(tmp_path)).get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(done) >= 4  # exactly 4 once the study-wide total (issue14-total) is merged
+    assert len(done) == 4  # the study-wide total: workers never overshoot it
     cores = {TrialRecord.from_frozen(t).cpu_cores for t in done}
     shares = {w.env()["DM_TUNE_WORKER_CORES"] for w in workers}
     assert cores and cores <= shares, cores  # each trial names its worker's cores
