@@ -232,10 +232,15 @@ def test_the_storage_check_creates_no_folder(chdir_tmp: Path) -> None:
     ],
 )
 def test_the_driver_hint_names_the_dialects_driver(
-    chdir_tmp: Path, demo_model: Path, url: str, module: str, package: str
+    chdir_tmp: Path,
+    demo_model: Path,
+    url: str,
+    module: str,
+    package: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{module} is installed here: no hint to show")
+    if importlib.util.find_spec(module) is not None:  # installed here (psycopg: the extra)
+        monkeypatch.setitem(sys.modules, module, None)  # `import` now fails as if it were not
     out = _fails_cleanly(["run", "--model", str(demo_model), "--storage", url], chdir_tmp, package)
     assert "psycopg2" not in out
 
