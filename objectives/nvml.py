@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,7 +145,8 @@ class GpuReading:
     `device_used_mb` / `device_total_mb`: the GPU that came closest to full during the trial,
     its peak used memory (every process's, as NVML reads the device; WDDM gives it too) and its
     size. A card near full while the trial is slow is how a spill into system memory shows
-    (tuner/study/_spill.py)."""
+    (tuner/study/_spill.py), where the driver can spill at all: `sysmem_fallback` (Windows;
+    on Linux an allocation that does not fit fails instead, so a full card there says nothing)."""
 
     vram_mb: float | None
     vram_source: str | None  # "process" (NVML per-process) or "device-delta" (e.g. Windows WDDM)
@@ -156,6 +158,15 @@ class GpuReading:
     power_w_max: float | None = None
     device_used_mb: float | None = None
     device_total_mb: float | None = None
+    sysmem_fallback: bool = False
+
+
+def sysmem_fallback_possible(platform: str | None = None) -> bool:
+    """Whether NVIDIA's driver on `platform` may place in system memory what does not fit on
+    the card instead of failing the allocation: its Windows driver (536.40 and later, "CUDA -
+    Sysmem Fallback Policy", on by default); the Linux driver never does. `platform`:
+    sys.platform's value (this machine's by default)."""
+    return (platform or sys.platform) == "win32"
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -279,6 +290,7 @@ class GpuSampler:
             power_w_max=max(self._power, default=None),
             device_used_mb=used,
             device_total_mb=total,
+            sysmem_fallback=sysmem_fallback_possible(),
         )
 
     def _fullest(self) -> tuple[float | None, float | None]:

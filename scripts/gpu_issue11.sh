@@ -83,7 +83,7 @@ anchors() {
     --fit-answer "@$R/fit-$m.txt" --free-mib "$free" --total-mib "$HOLD_LEAVE_MIB" --floor 4096 \
     --sweep --sweep-shape "${SWEEP_SHAPE:-cross}" --out "$plan" > "$R/anchors-$m.log" 2>&1 || return 1
   python3 scripts/anchors.py measure --plan "$plan" --model "${MODELS[$m]}" \
-    --storage "sqlite:///$R/$m-free.db" --study "$m-free" --runs 3 \
+    --storage "sqlite:///$R/$m-free.db" --study "$m-free" --spec-attr "${ANCHOR_SPEC:-confirm_spec}" --runs 3 \
     --out "$R/anchors-$m-results.json" --deadline-s "${ANCHOR_DEADLINE_S:-1500}" >> "$R/anchors-$m.log" 2>&1
 }
 

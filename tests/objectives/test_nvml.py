@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from types import SimpleNamespace
 from typing import Any
 
@@ -51,6 +52,7 @@ def test_simulated_nvml_reading_keeps_the_fullest_gpus_peak_and_total(
     sampler._sample()
     reading = sampler.stop()
     assert (reading.device_used_mb, reading.device_total_mb) == (6000.0, 6141.0)
+    assert reading.sysmem_fallback == (sys.platform == "win32")  # the driver may spill there
     assert reading.vram_source == "device-delta"
     assert reading.vram_mb == 13000.0 - 2200.0  # the sum over both GPUs, as before
 

@@ -31,6 +31,7 @@ STUDIES = [  # (database, study name or None for the only one, shape)
     (D + "run5-pressure/7b-free.db", "7b-free", M7),
     (D + "run5-pressure/7b-over.db", "7b-over", M7),
     (D + "run5-pressure/13b-free.db", "13b-free", M13),
+    (D + "run5-pressure/13b-over.db", "13b-over", M13),
 ]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from objectives.nvml import GpuInfo, GpuProcess, gpu_processes
+from objectives.nvml import GpuInfo, GpuProcess, gpu_processes, sysmem_fallback_possible
 from tuner.machine._hardware import detect
 
 # Runs in a child so that a broken build (missing CUDA DLL, illegal instruction) can't take
@@ -152,7 +152,7 @@ def sysmem_fallback_hint(
     None elsewhere: the setting exists only in the Windows driver). A venv's python.exe on
     Windows starts its base interpreter (`base_python`), the process that really uses CUDA:
     both are named when they differ."""
-    if platform != "win32" or not nvidia:
+    if not sysmem_fallback_possible(platform) or not nvidia:
         return None
     base = base_python if base_python and base_python != python else None
     also = f" and {base} (the interpreter the venv's python.exe starts)" if base else ""

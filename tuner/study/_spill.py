@@ -7,7 +7,10 @@ study would measure it as a slow but feasible trial. What gives it away is the c
 the trial is much slower than a setting with fewer layers on the GPU, which should be slower,
 not faster.
 
-The rule (`spill_reason`): a measured trial is a suspected spill when the device memory of its
+The rule (`spill_reason`), only where the driver can spill (the trial's GPU reading says so:
+Windows; on Linux a setting that does not fit fails, and a "6 GB card" made by holding the
+rest of a large GPU is always nearly full, so the rule would only see noise there): a
+measured trial is a suspected spill when the device memory of its
 fullest GPU reached at least `SPILL_FILL_PCT` % of that GPU's total during the trial, and its
 tok/s is below `SPILL_SPEED_RATIO` of the best tok/s among the measured trials that are
 comparable with it and run strictly fewer layers on the GPU. Comparable: the same `n_ctx`,
@@ -54,6 +57,7 @@ class SpillPoint(NamedTuple):
     tok_s: float
     device_used_mb: float | None = None  # peak during the trial, of the fullest GPU
     device_total_mb: float | None = None  # that GPU's total
+    fallback: bool = False  # the driver may spill (objectives.nvml.sysmem_fallback_possible)
 
 
 def like_key(settings: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -68,6 +72,8 @@ def spill_reason(p: SpillPoint, others: Iterable[SpillPoint]) -> str | None:
     comparable with it and trials with as many GPU layers or more are ignored)."""
     if p.device_used_mb is None or p.device_total_mb is None:
         return None  # no device reading (no NVIDIA GPU, or a study recorded before it)
+    if not p.fallback:
+        return None  # a driver that fails instead of spilling (Linux; readings before it)
     if not p.device_total_mb > 0 or p.device_used_mb < 0 or p.tok_s < 0:
         raise ValueError(
             f"trial {p.trial}: device memory {p.device_used_mb} of {p.device_total_mb} MB at "
@@ -109,6 +115,7 @@ def spill_point(
         tok_s=float(tok_s),
         device_used_mb=_opt(gpu.get("device_used_mb")),
         device_total_mb=_opt(gpu.get("device_total_mb")),
+        fallback=bool(gpu.get("sysmem_fallback", False)),
     )
 
 
