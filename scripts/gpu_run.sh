@@ -12,9 +12,11 @@
 #           background and watch it until the call's time is up; `watch` (the next calls, within
 #           30 s of the previous one so the machine stays warm) goes on watching. Each call brings
 #           back r.tgz (studies, profiles, logs, timeline) and the timeline.
+#   issue14: the same build and GGUFs on a 2-GPU machine (kind nvidia-h200-x2), then
+#           scripts/gpu_issue14.sh (one worker per GPU against one GPU, and the GPUs' agreement).
 # Results go to $OUT (gpu.db, logs, JSON) and are written up in docs/benchmarks/gpu.md.
 set -uo pipefail
-phase="${1:?phase1|phase2|phase3|reexport|verify|issue9|issue11|watch}"
+phase="${1:?phase1|phase2|phase3|reexport|verify|issue9|issue11|issue14|watch}"
 T0=$(date +%s)
 W=/tmp/gpu; mkdir -p "$W" "$OUT"
 export PYTHONPATH=/tmp/site:$PWD DM_TUNE_CACHE=/tmp/dmcache PYTHONUNBUFFERED=1
@@ -37,7 +39,7 @@ watch() {  # until the chain is done or the call's time is nearly up; then bring
   cp "$W/r/timeline.txt" "$OUT/" 2>/dev/null
   tail -n 4 "$W"/r/*.log 2>/dev/null | tail -n 40
 }
-if [ "$phase" = issue11 ]; then
+if [ "$phase" = issue11 ] || [ "$phase" = issue14 ]; then
   M7=$W/mistral-7b-shape.Q4_0.gguf M13=$W/llama2-13b-shape.Q4_0.gguf
   { nvidia-smi; nproc; free -g; python3 --version; lscpu; } > "$OUT/machine.txt" 2>&1
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .devcarry/wheels/*.whl
@@ -62,7 +64,7 @@ if [ "$phase" = issue11 ]; then
   # the chain runs from a copy: a later call's fresh working tree must not change it under bash
   rm -rf "$W/repo"; mkdir -p "$W/repo"; cp -r scripts tuner objectives configs pyproject.toml "$W/repo/"  # pyproject.toml: a checkout (tuner.paths)
   cp .devcarry/tokenizer.gguf "$W/"; export DM_TUNE_TOKENIZER_GGUF=$W/tokenizer.gguf
-  ( cd "$W/repo" && PYTHONPATH=/tmp/site:$W/repo T0=$T0 W=$W STEPS="${STEPS:-}" setsid nohup bash scripts/gpu_issue11.sh \
+  ( cd "$W/repo" && PYTHONPATH=/tmp/site:$W/repo T0=$T0 W=$W STEPS="${STEPS:-}" setsid nohup bash "scripts/gpu_$phase.sh" \
       > "$W/chain.out" 2>&1 & )
   watch
 elif [ "$phase" = watch ]; then
