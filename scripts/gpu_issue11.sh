@@ -9,6 +9,8 @@
 #   <model>-over  the same with --vram-budget 6GB while only ~5.5 GB is free: real OOMs
 #   anchors-<model>  scripts/anchors.py: fit's choice, Ollama's rule, the app's profiles and a sweep
 #                    measured side by side with dm-tune's default tier (medians of 3 processes)
+#   cpu-tier-<model> the <model>-free profile's CPU tier as exported, with op offload off, and
+#                    with no GPU device (scripts/cpu_tier.py): what a GPU-free last tier costs
 # STEPS (env) picks and orders the steps; every step logs its start, end and exit status.
 set -uo pipefail
 W=${W:-/tmp/gpu}; R=$W/r; mkdir -p "$R"
@@ -16,7 +18,8 @@ TL=$R/timeline.txt
 HOLD_LEAVE_MIB=${HOLD_LEAVE_MIB:-6144} DESKTOP_MIB=${DESKTOP_MIB:-600}
 # first go (2026-11-30): pressure fit 7b-free 7b-over 13b-free (cut at trial 16: device time);
 # second go: STEPS="pressure fit 13b-free 13b-over" (13b-over cut at trial 20);
-# next: STEPS="pressure fit anchors-13b 13b-over" ANCHOR_DEADLINE_S=1000, then anchors-7b
+# third go: STEPS="pressure fit anchors-13b 13b-over" (13b-over to trial 50, cut in confirmation);
+# next: STEPS="pressure 13b-over cpu-tier-7b anchors-7b"
 STEPS=${STEPS:-"pressure fit 7b-free 7b-over 13b-free 13b-over anchors-13b anchors-7b"}
 declare -A MODELS=([7b]=$W/mistral-7b-shape.Q4_0.gguf [13b]=$W/llama2-13b-shape.Q4_0.gguf)
 T0=${T0:-$(date +%s)}
@@ -87,6 +90,18 @@ anchors() {
     --out "$R/anchors-$m-results.json" --deadline-s "${ANCHOR_DEADLINE_S:-1500}" >> "$R/anchors-$m.log" 2>&1
 }
 
+cpu_tier() {
+  local m=$1 prof plan
+  prof=$(ls "$R/profiles-$m-free"/*.yaml 2>/dev/null | head -1)
+  [ -n "$prof" ] || { echo "cpu-tier-$m: no profile from $m-free"; return 1; }
+  plan=$R/cpu-tier-$m-plan.json
+  python3 scripts/cpu_tier.py plan --profile "$prof" --model "${MODELS[$m]}" --out "$plan" \
+    > "$R/cpu-tier-$m.log" 2>&1 || return 1
+  python3 scripts/anchors.py measure --plan "$plan" --model "${MODELS[$m]}" \
+    --storage "sqlite:///$R/$m-free.db" --study "$m-free" --spec-attr confirm_spec --runs 3 \
+    --out "$R/cpu-tier-$m-results.json" >> "$R/cpu-tier-$m.log" 2>&1
+}
+
 for s in $STEPS; do
   at "step $s starts (free $(free_mib) MiB)"
   case $s in
@@ -95,6 +110,7 @@ for s in $STEPS; do
     *-free) study "$s" "${MODELS[${s%-free}]}" "$(( HOLD_LEAVE_MIB - DESKTOP_MIB ))" ;;
     *-over) study "$s" "${MODELS[${s%-over}]}" "$HOLD_LEAVE_MIB" ;;
     anchors-*) anchors "${s#anchors-}" ;;
+    cpu-tier-*) cpu_tier "${s#cpu-tier-}" ;;
     *) echo "unknown step $s" ;;
   esac
   at "step $s ends: exit $?"
