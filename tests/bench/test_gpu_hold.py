@@ -84,7 +84,9 @@ def test_no_cuda_runtime_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("script", ["gpu_run.sh", "gpu_issue11.sh", "gpu_issue14.sh", "gpu_build.sh"])
+@pytest.mark.parametrize(
+    "script", ["gpu_run.sh", "gpu_issue11.sh", "gpu_issue14.sh", "gpu_build.sh"]
+)
 def test_gpu_shell_scripts_parse(script: str) -> None:
     res = subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], capture_output=True)
     assert res.returncode == 0, res.stderr
