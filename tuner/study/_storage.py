@@ -160,8 +160,8 @@ def storage_failure(exc: Exception, url: str) -> UserError:
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     first = first.removeprefix("(sqlite3.OperationalError) ")
     return UserError(
-        f"the study database {url} could not be written ({first}); free disk space or fix "
-        "the database, then run the same command again: finished trials are kept"
+        f"the study database {display_url(url)} could not be written ({first}); free disk space "
+        "or fix the database, then run the same command again: finished trials are kept"
     )
 
 
