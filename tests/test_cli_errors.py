@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -375,3 +376,74 @@ def _no_nvidia_gpu() -> bool:
 def test_bad_gpus(chdir_tmp: Path, demo_model: Path, gpus: str, expected: str) -> None:
     """`--gpus` is checked against NVML's GPUs before any worker starts (none here)."""
     _fails_cleanly(["run", "--model", str(demo_model), "--gpus", gpus], chdir_tmp, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("DM_TUNE_HEARTBEAT_S", "soon", "DM_TUNE_HEARTBEAT_S='soon' is not a number of seconds"),
+        ("DM_TUNE_HEARTBEAT_GRACE_S", "0", "set it to a whole number of at least 1"),
+        ("DM_TUNE_HEARTBEAT_S", "600", "must be longer than DM_TUNE_HEARTBEAT_S (600 s)"),
+    ],
+)
+def test_bad_heartbeat_timings_are_refused_with_the_options(
+    chdir_tmp: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    """Checked before the model (missing here) or anything else is read."""
+    monkeypatch.setenv(name, value)
+    _fails_cleanly(["run", "--model", "nope.gguf"], chdir_tmp, expected)
+
+
+def _fails_in_a_process(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """`dm-tune ARGS` as a real process in the empty folder `cwd`: exit 2, nothing on stdout,
+    one line on stderr, nothing made in `cwd`."""
+    cwd.mkdir(exist_ok=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
+    )
+    assert r.returncode == 2 and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(cwd.iterdir()) == []
+    return r.stderr
+
+
+STORAGE_COMMANDS = [["run"], ["report"], ["export"], ["trials"]]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("psycopg") is None, reason="psycopg not installed")
+def test_a_postgresql_port_nothing_listens_on(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a free port, closed again: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql+psycopg://dm_tune:not-this-secret@127.0.0.1:{port}/dm_tune"
+    for cmd in STORAGE_COMMANDS:
+        err = _fails_in_a_process([*cmd, "--storage", url], tmp_path / "cwd", dict(os.environ))
+        assert f"port {port} failed: Connection refused" in err, err
+        assert err.endswith(
+            f"no database server answers at 127.0.0.1:{port}; start it, or fix the host and port\n"
+        )
+        assert "not-this-secret" not in err and "dm_tune:***@" in err
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("source", ["url", "PGPASSWORD"])
+def test_a_wrong_postgresql_password(pg_url: str, tmp_path: Path, source: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    wrong = "wrong-" + os.environ["PGPASSWORD"][::-1]
+    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "PGPASSFILE")}
+    env["HOME"] = str(tmp_path / "cwd")  # no ~/.pgpass either
+    url = pg_url
+    if source == "url":
+        url = make_url(pg_url).set(password=wrong).render_as_string(hide_password=False)
+    else:
+        env["PGPASSWORD"] = wrong
+    for cmd in STORAGE_COMMANDS:
+        err = _fails_in_a_process([*cmd, "--storage", url], tmp_path / "cwd", env)
+        assert "password authentication failed for user" in err, err
+        assert "check the user name and the password given in the URL" in err
+        assert "PGPASSWORD or ~/.pgpass" in err
+        assert wrong not in err and os.environ["PGPASSWORD"] not in err

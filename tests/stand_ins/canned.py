@@ -1,16 +1,24 @@
-"""Stand-in trial child: writes a fixed successful result (tests the parent's plumbing)."""
+"""Stand-in trial child: writes a fixed successful result (tests the parent's plumbing).
+With DM_TUNE_STAND_IN_SLEEP_S it measures that long first, and dies with its run as the real
+child does (a worker killed mid-trial)."""
 
 import json
 import os
 import sys
+import time
 
 from objectives import phases
+from objectives.lifeline import die_with_parent
 
 spec = json.load(open(sys.argv[1], encoding="utf-8"))
 if spec.get("probe"):  # the real child answers the probe (tokenizer, build abilities)
     from objectives.child import main
 
     sys.exit(main(sys.argv[1:]))
+sleep_s = float(os.environ.get("DM_TUNE_STAND_IN_SLEEP_S", "0"))
+if sleep_s:
+    die_with_parent()
+    time.sleep(sleep_s)
 metrics = {
     "gen_tok_s": 50.0 + spec.get("params", {}).get("n_threads", 1),
     "ttft_ms": 100.0,

@@ -62,7 +62,7 @@ def test_a_stale_heartbeat_trial_is_re_run_once_and_not_counted(tmp_path: Path) 
     n = _running(study, {"host": "elsewhere", "pid": 1, "created": 0.0}, "balanced")
     study.tell(n, state=TrialState.FAIL)  # what Optuna's fail_stale_trials does
     for _ in range(2):
-        _on_stale(study, study.get_trials()[n])
+        _on_stale(study, study.get_trials()[n], grace_s=120)
     (redo,) = study.get_trials(states=(TrialState.WAITING,))
     assert redo.user_attrs["retry_of"] == n and redo.user_attrs["baseline"] == "balanced"
     assert "on elsewhere) sent no heartbeat for 120 s" in redo.user_attrs["retry_reason"]

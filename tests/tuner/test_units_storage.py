@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tuner.errors import UserError
-from tuner.study import check_storage
+from tuner.study import check_storage, storage_failure
 from tuner.units import parse_size_mb
 
 
@@ -86,5 +86,18 @@ def test_unwritable_dir(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_one_line() -> None:
-    with pytest.raises(UserError, match="cannot connect to storage"):
+    with pytest.raises(UserError, match="cannot connect to storage") as err:
         check_storage("postgresql+psycopg2://u:p@127.0.0.1:1/db")
+    msg = str(err.value)
+    assert len(msg.splitlines()) == 1 and "postgresql+psycopg2://u:***@127.0.0.1:1/db" in msg
+    assert "port 1 failed" in msg  # a one-letter password is cut only as a whole word
+    assert msg.endswith(
+        "no database server answers at 127.0.0.1:1; start it, or fix the host and port"
+    )
+
+
+def test_a_storage_failure_mid_run_masks_the_password() -> None:
+    err = storage_failure(
+        RuntimeError("server closed the connection"), "postgresql://u:s3cr3t@h/db"
+    )
+    assert "s3cr3t" not in str(err) and "postgresql://u:***@h/db" in str(err)

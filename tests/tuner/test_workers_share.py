@@ -171,21 +171,25 @@ def test_a_study_made_before_machines_were_recorded_takes_any_machine(
 WORKER = Path(__file__).parent / "worker_proc.py"
 
 
+def start_worker(
+    url: str, tmp_path: Path, workload: Path, total: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """A worker process (worker_proc.py) on the study at `url`, its output (stdout and stderr)
+    piped; `env` is added to this process's environment."""
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), url, str(tmp_path), str(workload), str(total)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), **(env or {})},
+    )
+
+
 def three_workers(url: str, tmp_path: Path, workload: Path, total: int = 9) -> None:
     """Three worker processes started together on the study at `url`: the study ends with
     exactly `total` counted trials, each app profile measured once, and every worker exits 0.
     (Also run on PostgreSQL by test_workers_postgres.py.)"""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), url, str(tmp_path), str(workload), str(total)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        for _ in range(3)
-    ]
+    procs = [start_worker(url, tmp_path, workload, total) for _ in range(3)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out

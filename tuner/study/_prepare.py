@@ -37,6 +37,7 @@ from tuner.space import (
     resolve_floor,
     starting_trials,
 )
+from tuner.study._heartbeat import heartbeat
 from tuner.study._selection import PREFER_CHOICES
 from tuner.study._settings import RunSettings
 from tuner.study._storage import CheckedStorage, check_storage
@@ -158,6 +159,7 @@ def check_options(s: RunSettings) -> None:
     if s.vram_budget_mb <= 0:
         raise UserError("--vram-budget must be above zero")
     parse_min_ctx(s.min_ctx)
+    heartbeat()  # the environment's heartbeat timings, read again when the study opens
 
 
 def prepare(s: RunSettings, echo: Echo = print) -> Context:

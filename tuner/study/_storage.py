@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from tuner.errors import UserError
+from tuner.study._heartbeat import Heartbeat
 
 DEFAULT_STORAGE = "sqlite:///studies/dm-tune.db"
 
@@ -123,9 +125,33 @@ def check_storage(url: str, *, read_only: bool = False) -> CheckedStorage:
             f"install it: pip install {package}"
         ) from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot connect to storage {parsed.render_as_string()}: {first}") from None
+        raise _unreachable(exc, parsed) from None
     return CheckedStorage(url, None)
+
+
+def _unreachable(exc: Exception, parsed: URL) -> UserError:
+    """A database server we could not connect to, as one line: the driver's reason, then what
+    to fix. The password appears nowhere: masked in the URL, and cut from the reason."""
+    cause = getattr(exc, "orig", None) or exc  # the driver's error, without SQLAlchemy's frame
+    text = str(cause).strip()
+    reason = " ".join(text.splitlines()[0].split()) if text else type(cause).__name__
+    if parsed.password:  # drivers don't echo it; where one would, it is cut (as a whole word)
+        pw = re.escape(str(parsed.password))
+        reason = re.sub(rf"(?<!\w){pw}(?!\w)", "***", reason)
+    low = reason.lower()
+    if "password" in low or "authentication failed" in low or "access denied" in low:
+        where = f"the URL ({parsed.drivername}://USER:PASSWORD@HOST/DB)"
+        if parsed.get_backend_name() == "postgresql":
+            where += ", PGPASSWORD or ~/.pgpass"
+        fix = f"check the user name and the password given in {where}"
+    elif "does not exist" in low and parsed.database and parsed.database in reason:
+        fix = f"create the database {parsed.database} or name an existing one in --storage"
+    elif any(w in low for w in ("refused", "could not translate", "not known", "timeout")):
+        server = (parsed.host or "localhost") + (f":{parsed.port}" if parsed.port else "")
+        fix = f"no database server answers at {server}; start it, or fix the host and port"
+    else:
+        fix = "check the URL given with --storage and that its database server is running"
+    return UserError(f"cannot connect to storage {parsed.render_as_string()}: {reason}; {fix}")
 
 
 def storage_failure(exc: Exception, url: str) -> UserError:
@@ -134,13 +160,10 @@ def storage_failure(exc: Exception, url: str) -> UserError:
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     first = first.removeprefix("(sqlite3.OperationalError) ")
     return UserError(
-        f"the study database {url} could not be written ({first}); free disk space or fix "
-        "the database, then run the same command again: finished trials are kept"
+        f"the study database {display_url(url)} could not be written ({first}); free disk space "
+        "or fix the database, then run the same command again: finished trials are kept"
     )
 
-
-HEARTBEAT_S = 30  # a running trial's run writes a heartbeat this often
-GRACE_S = 120  # no heartbeat for this long: that run is gone (another host's, on shared storage)
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -169,12 +192,12 @@ SCHEMA_ATTEMPTS = 5  # tries to open a database whose tables another worker is c
 
 
 def open_storage(
-    checked: CheckedStorage, on_stale: StaleCallback | None = None
+    checked: CheckedStorage, beat: Heartbeat, on_stale: StaleCallback | None = None
 ) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage with heartbeats. A trial whose run stopped writing them for
-    GRACE_S is failed by the next run that starts a trial (whichever host it is on), and
-    `on_stale` is called for it. A run on this host that was killed is recognised at once
-    from the trial's owner instead (tuner.study)."""
+    """Optuna's RDB storage with heartbeats every `beat.interval_s`. A trial whose run stopped
+    writing them for `beat.grace_s` is failed by the next run that starts a trial (whichever
+    host it is on), and `on_stale` is called for it. A run on this host that was killed is
+    recognised at once from the trial's owner instead (tuner.study)."""
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RDBStorage
 
@@ -186,8 +209,8 @@ def open_storage(
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 storage = RDBStorage(
                     checked.url,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
+                    heartbeat_interval=beat.interval_s,
+                    grace_period=beat.grace_s,
                     heartbeat_stale_trial_callback=on_stale,
                 )
             path = checked.sqlite_path

@@ -6,6 +6,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import optuna
@@ -25,6 +26,7 @@ from tuner.echo import Echo
 from tuner.errors import StudyAborted, UserError
 from tuner.space import key_of, starting_trials
 from tuner.study._constraints import CONSTRAINT_KEY, constraint_values, set_constraints
+from tuner.study._heartbeat import heartbeat
 from tuner.study._interrupt import describe, exit_code, termination_as_interrupt
 from tuner.study._prepare import Context, describe_machine
 from tuner.study._progress import Progress
@@ -36,7 +38,7 @@ from tuner.study._spill import (
     spill_reason,
     spilled_over_budget_mb,
 )
-from tuner.study._storage import GRACE_S, open_storage
+from tuner.study._storage import open_storage
 from tuner.study._study_record import StudyRecord, record_study
 from tuner.study._trial_record import (
     DUPLICATE,
@@ -104,11 +106,12 @@ def _fail_orphans(study: optuna.Study) -> int:
     return n
 
 
-def _on_stale(study: optuna.Study, t: FrozenTrial) -> None:
-    """Optuna failed a trial whose run stopped its heartbeat (killed, on any host): re-run it.
-    The failed trial can't take attributes any more; its retry says why it exists."""
+def _on_stale(study: optuna.Study, t: FrozenTrial, *, grace_s: int) -> None:
+    """Optuna failed a trial whose run stopped its heartbeat for `grace_s` (killed, on any
+    host): re-run it. The failed trial can't take attributes any more; its retry says why it
+    exists."""
     host = (TrialRecord.from_frozen(t).owner or {}).get("host", "another machine")
-    note = f"its dm-tune run (on {host}) sent no heartbeat for {GRACE_S} s"
+    note = f"its dm-tune run (on {host}) sent no heartbeat for {grace_s} s"
     retried = {TrialRecord.from_frozen(o).retry_of for o in study.get_trials(deepcopy=False)}
     if t.number not in retried:
         enqueue_retry(study, t, note)
@@ -154,7 +157,8 @@ def _enqueue_baselines(study: optuna.Study, ctx: Context) -> tuple[list[str], li
 
 def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     """Create the study, or resume it when its settings match; refuse a mismatched resume."""
-    storage = open_storage(ctx.storage, on_stale=_on_stale)
+    beat = heartbeat()
+    storage = open_storage(ctx.storage, beat, on_stale=partial(_on_stale, grace_s=beat.grace_s))
     sampler = optuna.samplers.TPESampler(
         seed=ctx.settings.seed, multivariate=True, n_startup_trials=STARTUP_TRIALS
     )
