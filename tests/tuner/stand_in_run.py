@@ -34,9 +34,10 @@ from tuner.study._study import run_study
 
 tmp, workload, space = (Path(a) for a in sys.argv[1:4])
 lock = measurement_lock("dm-tune run", "worker", wait=False, resources=measured_resources([]))
-with stop_when_parent_gone(), lock:
+with stop_when_parent_gone() as lifeline, lock:
     ctx = run_context(tmp, workload, space, trials=int(sys.argv[5]))
-    result = run_study(ctx, ColdLauncher(stand_in(sys.argv[4]), sample_gpu=False), print)
+    launcher = ColdLauncher(stand_in(sys.argv[4]), sample_gpu=False)
+    result = run_study(ctx, launcher, lifeline.guard(print))
 print("ran", result.ran)
 sys.exit(result.exit_code)
 """

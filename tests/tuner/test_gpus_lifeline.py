@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
@@ -20,6 +22,7 @@ from stand_in_run import ROOT, STUDY, storage_url, worker_command
 from tuner.study import DIRECTIONS, TrialRecord
 from tuner.study._lifeline import (
     PARENT_ENV,
+    Lifeline,
     ParentGone,
     alive,
     parent_env,
@@ -78,6 +81,33 @@ def test_no_parent_named_nothing_watched() -> None:
         pass  # outside a worker: no thread, no handler
 
 
+@contextmanager
+def _kept_output() -> Iterator[None]:
+    """Stdout and stderr back after the lifeline points them at the null device."""
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        yield
+    finally:
+        for fd, s in zip((1, 2), saved, strict=True):
+            os.dup2(s, fd)
+            os.close(s)
+
+
+def _broken(_line: str) -> None:
+    raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_line_to_the_gone_parents_pipe_stops_the_run_once() -> None:
+    """The pipe can break before the watch's next look: the run stops the same way."""
+    echo = Lifeline(parent=None, watched=True).guard(_broken)
+    with _kept_output():
+        with pytest.raises(ParentGone):
+            echo("[3/6] ...")
+        echo("[4/6] ...")  # already stopping: not raised twice
+    with pytest.raises(BrokenPipeError):  # not a worker: not the lifeline's business
+        Lifeline().guard(_broken)("x")
+
+
 def test_a_gone_parent_interrupts_the_main_thread(tmp_path: Path) -> None:
     """A parent that has ended (a real process): ParentGone reaches the block's main thread;
     a reused pid (same pid, other creation time) is not taken for the parent."""
@@ -89,14 +119,12 @@ def test_a_gone_parent_interrupts_the_main_thread(tmp_path: Path) -> None:
     mine = parent_env()[PARENT_ENV]
     reused = {PARENT_ENV: mine.split(":")[0] + ":1.0"}  # this pid, started long ago
     for named in (ended, reused):
-        saved = [os.dup(1), os.dup(2)]  # the watcher points stdout and stderr at the null device
-        try:
-            with pytest.raises(ParentGone), stop_when_parent_gone(environ=named, poll_s=0.05):
-                for _ in range(600):  # short sleeps: Windows' interrupt_main waits for one
-                    time.sleep(0.05)
-        finally:
-            for fd, s in zip((1, 2), saved, strict=True):
-                os.dup2(s, fd)
-                os.close(s)
+        with (
+            _kept_output(),
+            pytest.raises(ParentGone),
+            stop_when_parent_gone(environ=named, poll_s=0.05),
+        ):
+            for _ in range(600):  # short sleeps: Windows' interrupt_main waits for one
+                time.sleep(0.05)
     with stop_when_parent_gone(environ={PARENT_ENV: mine}, poll_s=0.05):
         time.sleep(0.3)  # a live parent: nothing happens

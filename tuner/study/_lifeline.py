@@ -6,7 +6,9 @@ command resumes the study.
 The parent names itself (pid and creation time: a reused pid is another process) in the
 worker's environment; the worker's daemon thread polls it with psutil and, once it is gone,
 points the worker's output (a pipe nobody reads any more) at the null device and interrupts
-the main thread. Trial children die with their worker by another path (objectives/lifeline.py).
+the main thread. A progress line written to that broken pipe before the poll sees it does the
+same (`Lifeline.guard`), instead of ending the worker with BrokenPipeError. Trial children
+die with their worker by another path (objectives/lifeline.py).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import _thread
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 
 import psutil
 
+from tuner.echo import Echo
 from tuner.study._interrupt import Terminated
 
 PARENT_ENV = "DM_TUNE_WORKER_PARENT"  # "<pid>:<create time>" of the `dm-tune run --gpus` parent
@@ -86,58 +89,88 @@ def _silence_output() -> None:
         os.close(null)
 
 
-def _watch(
-    parent: psutil.Process | None,
-    gone: threading.Event,
-    done: threading.Event,
-    poll_s: float,
-    on_gone: Callable[[], None],
-) -> None:
-    while parent is not None and alive(parent):
-        if done.wait(poll_s):
-            return
-    if done.is_set():
-        return
-    gone.set()
-    on_gone()
+class Lifeline:
+    """A worker's watch on its parent (`watched` False: not a worker, nothing is watched;
+    `parent` None: the parent was gone before the watch began)."""
+
+    def __init__(self, parent: psutil.Process | None = None, watched: bool = False) -> None:
+        self.parent = parent
+        self.watched = watched
+        self.gone = threading.Event()
+        self.done = threading.Event()
+        self._once = threading.Lock()
+
+    def guard(self, echo: Echo) -> Echo:
+        """`echo` for a worker: a write to the gone parent's pipe (which can come before the
+        watch sees it gone) stops the run as the watch would, instead of failing it."""
+        if not self.watched:
+            return echo
+
+        def guarded(line: str) -> None:
+            try:
+                echo(line)
+            except OSError as exc:
+                if not isinstance(exc, BrokenPipeError) and self.parent_alive():
+                    raise
+                if self._mark_gone():
+                    raise ParentGone() from None
+
+        return guarded
+
+    def parent_alive(self) -> bool:
+        return self.parent is not None and alive(self.parent)
+
+    def _mark_gone(self) -> bool:
+        """The first to see the parent gone (watch or pipe) silences the output; True once."""
+        with self._once:
+            if self.gone.is_set() or self.done.is_set():
+                return False
+            _silence_output()
+            self.gone.set()
+            return True
+
+    def close(self) -> None:
+        """The block is over: neither the watch nor a broken pipe interrupts any more."""
+        with self._once:
+            self.done.set()
+
+    def watch(self, poll_s: float) -> None:
+        while self.parent_alive():
+            if self.done.wait(poll_s):
+                return
+        if self._mark_gone():
+            _interrupt_main()
 
 
 @contextmanager
 def stop_when_parent_gone(
     environ: Mapping[str, str] = os.environ, poll_s: float = POLL_S
-) -> Iterator[None]:
+) -> Iterator[Lifeline]:
     """Inside this block, a worker whose parent (named in `DM_TUNE_WORKER_PARENT`) is gone gets
     ParentGone in its main thread; Ctrl-C still raises KeyboardInterrupt. Outside a worker (no
     such variable), or off the main thread (signals need it), nothing is watched."""
     text = environ.get(PARENT_ENV)
     if not text or threading.current_thread() is not threading.main_thread():
-        yield
+        yield Lifeline()
         return
-    gone, done = threading.Event(), threading.Event()
+    lifeline = Lifeline(_parent(text), watched=True)
     before = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if gone.is_set():
+        if lifeline.gone.is_set():
             raise ParentGone()
         if callable(before):
             before(signum, frame)
         elif before != signal.SIG_IGN:
             raise KeyboardInterrupt
 
-    def on_gone() -> None:
-        _silence_output()
-        _interrupt_main()
-
     signal.signal(signal.SIGINT, on_sigint)
     watcher = threading.Thread(
-        target=_watch,
-        args=(_parent(text), gone, done, poll_s, on_gone),
-        name="dm-tune-worker-lifeline",
-        daemon=True,
+        target=lifeline.watch, args=(poll_s,), name="dm-tune-worker-lifeline", daemon=True
     )
     watcher.start()
     try:
-        yield
+        yield lifeline
     finally:
-        done.set()
+        lifeline.close()
         signal.signal(signal.SIGINT, before)

@@ -33,16 +33,15 @@ def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
     once the options are checked: the build probe measures too, and `--no-wait` must refuse before
     anything is written. A worker of `--gpus` stops as after Ctrl-C once its parent is gone."""
     check_options(settings)
-    with (
-        stop_when_parent_gone(),
-        measurement_lock(
+    with stop_when_parent_gone() as lifeline:
+        echo = lifeline.guard(echo)
+        with measurement_lock(
             "dm-tune run",
             f"study '{settings.study_name}'" if settings.study_name else "",
             wait=settings.wait_for_lock,
             echo=echo,
-        ),
-    ):
-        return _tune(settings, echo)
+        ):
+            return _tune(settings, echo)
 
 
 def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:
