@@ -8,17 +8,21 @@ the three fill the study together: `--trials` is the study's total (tuner/study/
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from optuna.trial import TrialState
 
 from tuner.study import TrialRecord, counted_trials
+from tuner.study._lifeline import alive
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +101,66 @@ def test_three_runs_at_once_fill_the_study_to_its_total_once(
         full = f"already has {TOTAL} trials (target {TOTAL}); nothing to run"
         assert sum(full in o for o in outs) == 2, everything
         assert len(trials) == TOTAL  # nothing enqueued twice, nothing surplus
+
+
+GPUS_PARENT = """
+import json, sys
+from tuner.study import run_on_gpus
+# no GPU here: NVML's list is given; the workers are the real `dm-tune run`
+sys.exit(run_on_gpus("0,1", json.loads(sys.argv[1]), present=[0, 1]))
+"""
+
+
+def test_killing_dm_tune_run_gpus_stops_its_real_workers_cleanly(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    """kill -9 on `dm-tune run --gpus 0,1` while its two workers measure: each stops as after
+    Ctrl-C (tuner/study/_lifeline.py): the trials they measured are recorded as interrupted,
+    none is left running. Trials of a few seconds (96 tokens, twice): still measuring when the
+    workers see their parent gone (within a second)."""
+    longer = tmp_path / "longer.yaml"
+    text = quick_workload.read_text(encoding="utf-8").replace("max_tokens: 64", "max_tokens: 128")
+    text = text.replace("gen_tokens: 8", "gen_tokens: 96").replace("repeats: 1", "repeats: 2")
+    longer.write_text(text, encoding="utf-8")
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = ["--model", str(demo_model), "--workload", str(longer)]
+    args += ["--search-space", str(small_space), "--storage", storage, "--study", STUDY]
+    args += ["--trials", "100", "--no-export", "--no-baselines", "--seed", "1"]
+    log = (tmp_path / "parent.log").open("w")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", GPUS_PARENT, json.dumps(args)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    measuring: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(measuring) < 2 and time.monotonic() < deadline:  # both workers in a trial
+        assert parent.poll() is None, (tmp_path / "parent.log").read_text()
+        time.sleep(0.2)
+        measuring = _running(storage)
+    assert len(measuring) == 2, (tmp_path / "parent.log").read_text()
+    workers = psutil.Process(parent.pid).children()
+    assert len(workers) == 2
+
+    psutil.Process(parent.pid).kill()
+    parent.wait()
+    log.close()
+    _, left = psutil.wait_procs(workers, timeout=90)
+    assert not [p for p in left if alive(p)]
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for n in measuring:  # cut short: recorded as the interrupt path records it
+        r = TrialRecord.from_frozen(trials[n])
+        assert trials[n].state == TrialState.FAIL and r.status == "interrupted", (n, r)
+        assert r.reason is not None and "parent `dm-tune run --gpus`" in r.reason
+
+
+def _running(storage: str) -> list[int]:
+    """Numbers of the study's running trials (none before a worker has made the study)."""
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=storage)
+    except KeyError:
+        return []
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
