@@ -76,9 +76,11 @@ def test_workers_stop_cleanly_when_their_parent_is_killed(
         assert r.reason is not None and "parent `dm-tune run --gpus`" in r.reason
 
 
-def test_no_parent_named_nothing_watched() -> None:
-    with stop_when_parent_gone(environ={}):
-        pass  # outside a worker: no thread, no handler
+@pytest.mark.parametrize("named", [{}, {PARENT_ENV: "not a process"}])
+def test_no_parent_named_nothing_watched(named: dict[str, str]) -> None:
+    with stop_when_parent_gone(environ=named, poll_s=0.05) as lifeline:
+        time.sleep(0.3)  # outside a worker (or a name it can't read): no watch, no handler
+    assert not lifeline.watched
 
 
 @contextmanager

@@ -46,15 +46,15 @@ def parent_env() -> dict[str, str]:
 
 
 def _parent(text: str) -> psutil.Process | None:
-    """The named parent, or None when it is already gone (or its pid is another process's)."""
+    """The named parent, or None when it is already gone (or its pid is another process's).
+    Raises ValueError for a malformed name, psutil.AccessDenied where it can't be read."""
     pid, _, created = text.partition(":")
     try:
         p = psutil.Process(int(pid))
-        if abs(p.create_time() - float(created)) > _SAME_START_S:
-            return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        same = abs(p.create_time() - float(created)) <= _SAME_START_S
+    except psutil.NoSuchProcess:
         return None
-    return p
+    return p if same else None
 
 
 def alive(p: psutil.Process) -> bool:
@@ -64,6 +64,8 @@ def alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:  # it exists: only a live process can refuse
+        return True
 
 
 def _interrupt_main() -> None:
@@ -153,7 +155,11 @@ def stop_when_parent_gone(
     if not text or threading.current_thread() is not threading.main_thread():
         yield Lifeline()
         return
-    lifeline = Lifeline(_parent(text), watched=True)
+    try:
+        lifeline = Lifeline(_parent(text), watched=True)
+    except (ValueError, psutil.AccessDenied):  # can't tell whether it lives: not watched
+        yield Lifeline()
+        return
     before = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
