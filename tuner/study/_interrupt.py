@@ -16,6 +16,7 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.why = f"{self.args[0]} (the run was stopped)"
 
 
 def _signals() -> list[signal.Signals]:
@@ -47,5 +48,5 @@ def exit_code(exc: KeyboardInterrupt) -> int:
 
 def describe(exc: KeyboardInterrupt) -> str:
     if isinstance(exc, Terminated):
-        return f"interrupted by {exc.args[0]} (the run was stopped); re-run to redo it"
+        return f"interrupted by {exc.why}; re-run to redo it"
     return "interrupted by the user (Ctrl-C); re-run to redo it"

@@ -8,6 +8,7 @@ from pathlib import Path
 from objectives.launch import Launcher, trial_launcher
 from tuner.echo import Echo
 from tuner.machine import measurement_lock, relabel
+from tuner.study._lifeline import stop_when_parent_gone
 from tuner.study._prepare import Context, check_options, prepare
 from tuner.study._settings import RunSettings
 from tuner.study._share import counted_trials
@@ -30,15 +31,17 @@ class TuneSummary:
 def tune(settings: RunSettings, echo: Echo = print) -> TuneSummary:
     """Everything under the machine's measurement lock (tuner/machine/_measure_lock.py), taken
     once the options are checked: the build probe measures too, and `--no-wait` must refuse before
-    anything is written."""
+    anything is written. A worker of `--gpus` stops as after Ctrl-C once its parent is gone."""
     check_options(settings)
-    with measurement_lock(
-        "dm-tune run",
-        f"study '{settings.study_name}'" if settings.study_name else "",
-        wait=settings.wait_for_lock,
-        echo=echo,
-    ):
-        return _tune(settings, echo)
+    with stop_when_parent_gone() as lifeline:
+        echo = lifeline.guard(echo)
+        with measurement_lock(
+            "dm-tune run",
+            f"study '{settings.study_name}'" if settings.study_name else "",
+            wait=settings.wait_for_lock,
+            echo=echo,
+        ):
+            return _tune(settings, echo)
 
 
 def _tune(settings: RunSettings, echo: Echo) -> TuneSummary:

@@ -27,6 +27,7 @@ from tuner.echo import Echo
 from tuner.errors import UserError
 from tuner.machine import WORKER_CORES_ENV as CORES_ENV
 from tuner.machine import measurement_lock
+from tuner.study._lifeline import parent_env
 
 _POLL_S = 0.05
 
@@ -159,10 +160,11 @@ class _Fleet:
         self.stopping = False
 
     def start(self, command: Sequence[str]) -> None:
+        lifeline = parent_env()  # each worker stops if this process is gone (_lifeline.py)
         for w in self.workers:
             p = subprocess.Popen(
                 list(command),
-                env={**os.environ, **w.env()},
+                env={**os.environ, **w.env(), **lifeline},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
