@@ -36,10 +36,23 @@ def test_on_a_gpu_build_the_flash_attention_start_follows_the_profiles() -> None
         {"baseline": "balanced"},
         {"baseline": "cpu_fallback"},
         {"start": "performance_flash_attn"},
+        {"start": "cpu_fallback_app_context"},
     ]
     perf, start = plan[0][0], plan[3][0]
     assert perf["flash_attn"] is False and perf["n_ubatch"] == 512
     assert start == {**perf, "flash_attn": True, "n_batch": 1024, "n_ubatch": 1024}
+
+
+def test_on_a_gpu_build_the_apps_cpu_fallback_is_also_measured_at_the_apps_context() -> None:
+    # The profile's CPU tier needs a CPU-only trial at the floor; the app's own cpu_fallback
+    # (n_ctx 2048) is below it, and the sampler seldom tries n_gpu_layers 0 on a GPU.
+    plan = dict((next(iter(a.values())), p) for p, a in _plan(GPU))
+    app, start = plan["cpu_fallback"], plan["cpu_fallback_app_context"]
+    assert app["n_ctx"] == 2048 and start == {**app, "n_ctx": 4096}
+    assert start["n_gpu_layers"] == 0
+    floor = Machine(logical_cores=16, layers=33, gpu_offload=True, min_ctx=5000, trained_ctx=32768)
+    raised = dict((next(iter(a.values())), p) for p, a in _plan(floor))
+    assert raised["cpu_fallback_app_context"]["n_ctx"] == 8192  # a longer floor raises it
 
 
 def test_a_cpu_build_measures_only_the_profiles() -> None:
@@ -90,8 +103,11 @@ def test_a_model_larger_than_the_budget_starts_from_the_most_layers_that_fit() -
     # The 13B-class case of the 6 GB card (docs/benchmarks/fit.md): every profile offloading
     # everything is skipped unloaded; the fit start is the search's only full-speed example.
     plan = _fit_plan(17)
-    assert [a for _, a in plan][-1] == {"start": "fit_flash_attn"}
-    fitted = plan[-1][0]
+    assert [a for _, a in plan][-2:] == [
+        {"start": "fit_flash_attn"},
+        {"start": "cpu_fallback_app_context"},
+    ]
+    fitted = plan[-2][0]
     assert fitted["n_gpu_layers"] == 17 and fitted["n_threads"] == GPU.logical_cores
     assert (fitted["flash_attn"], fitted["n_batch"], fitted["n_ubatch"]) == (True, 1024, 1024)
 

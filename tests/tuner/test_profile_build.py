@@ -108,6 +108,32 @@ def test_gpu_tier_whose_best_pick_is_a_cpu_trial_is_dropped(make_trial: MakeTria
     assert [t.name for t in _build(trials).tiers] == ["cpu_fallback"]
 
 
+def test_a_gpu_tier_the_measured_cpu_tier_dominates_is_dropped(make_trial: MakeTrial) -> None:
+    # A few layers on the GPU slower than none (the 7B studies' low_vram tier had 3 layers at
+    # ~4.7 tok/s): with the CPU-only trial measured (here without a VRAM reading, so it is in no
+    # GPU tier's pool), the lower tier would only take VRAM from the desktop and the avatar.
+    trials = [
+        make_trial(80, 200, 5000, 31, n_ctx=4096),
+        make_trial(5, 2600, 1300, 3, n_ctx=4096),
+        make_trial(8, 2000, None, 0, n_ctx=4096),
+    ]
+    profile = _build(trials)
+    assert [(t.name, t.measured and t.measured.trial) for t in profile.tiers] == [
+        ("performance", 0),
+        ("cpu_fallback", 2),
+    ]
+    assert profile.provenance.trials == [0, 2]
+
+
+def test_a_gpu_tier_faster_or_quicker_than_the_cpu_tier_stays(make_trial: MakeTrial) -> None:
+    trials = [
+        make_trial(80, 200, 5000, 31, n_ctx=4096),
+        make_trial(9, 2600, 1300, 3, n_ctx=4096),  # more tok/s than the CPU, a later first token
+        make_trial(8, 2000, None, 0, n_ctx=4096),
+    ]
+    assert [t.name for t in _build(trials).tiers] == ["performance", "balanced", "cpu_fallback"]
+
+
 def test_prefer_rule_is_applied_within_each_tier(make_trial: MakeTrial) -> None:
     trials = [make_trial(80, 400, 5000, 31), make_trial(60, 150, 5000, 31, n_batch=512)]
     assert _build(trials, prefer="throughput").tiers[0].measured.trial == 0  # type: ignore[union-attr]

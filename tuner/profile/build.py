@@ -17,6 +17,8 @@ Tiers (names match Desktop-Mate's GPU_PROFILES, so `"gpu_profile": "performance"
   (on a machine without an NVIDIA GPU every trial ran on the CPU, so all are candidates). On a GPU
   machine where no such trial was measured, it reuses the default tier's settings with
   `n_gpu_layers: 0`, `measured: null` and a note saying so.
+- a GPU tier that the measured CPU tier dominates (at least as many tok/s and as early a first
+  token, better in one) is dropped: it would only take VRAM from the desktop and the avatar.
 - tiers whose settings equal a higher tier's are dropped; the default tier is the full-budget one
   (the CPU tier when no GPU tier remains).
 - with the app's `conversation` (its context floor) the profile is `version: 2`; without it
@@ -59,6 +61,7 @@ from tuner.study import (
     candidates,
     choose_best,
     display_url,
+    dominates,
     metrics_of,
     settings_of,
 )
@@ -250,8 +253,8 @@ def build_profile(
         else []
     )
     cpu = str(provenance.get("cpu", "this CPU"))
-    tiers.append(_cpu_tier_of(cands, tiers, gpu_present, confirmed, prefer, cpu))
-    tiers = _drop_duplicates(tiers)
+    cpu_tier = _cpu_tier_of(cands, tiers, gpu_present, confirmed, prefer, cpu)
+    tiers = _drop_duplicates([*_worth_their_vram(tiers, cpu_tier, cands), cpu_tier])
     prov = _full_provenance(provenance, tiers, budget_mb, prefer)
     return _assemble(model, prov, conversation, tiers, quality_knobs)
 
@@ -317,6 +320,21 @@ def _cpu_tier_of(
     raise ProfileError(
         "no completed trial fits the VRAM budget; run more trials or raise --vram-budget"
     )
+
+
+def _worth_their_vram(
+    gpu_tiers: list[Tier], cpu_tier: Tier, cands: list[FrozenTrial]
+) -> list[Tier]:
+    """The GPU tiers that the measured CPU tier doesn't dominate. A few layers on the GPU can be
+    slower than none (each token crosses between the two): a tier no faster and no quicker to
+    answer than the CPU alone would only take VRAM from the desktop and the avatar."""
+    if cpu_tier.measured is None:
+        return gpu_tiers
+    trial = {t.number: t for t in cands}
+    cpu = trial[cpu_tier.measured.trial]
+    return [
+        t for t in gpu_tiers if t.measured is None or not dominates(cpu, trial[t.measured.trial])
+    ]
 
 
 def _full_provenance(

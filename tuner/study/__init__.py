@@ -27,6 +27,7 @@ from tuner.study._selection import (
     PREFER_CHOICES,
     candidates,
     choose_best,
+    dominates,
     is_feasible,
     pareto_front,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "decide",
     "describe_settings",
     "display_url",
+    "dominates",
     "enqueue",
     "exit_code",
     "floor_cost",

@@ -47,7 +47,8 @@ def candidates(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     ]
 
 
-def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+def dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+    """`a` is at least as good as `b` on both objectives and better on one."""
     ta, la = float(a.values[0]), float(a.values[1])
     tb, lb = float(b.values[0]), float(b.values[1])
     return ta >= tb and la <= lb and (ta > tb or la < lb)
@@ -56,7 +57,7 @@ def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
 def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Feasible, non-dominated trials, sorted by tok/s descending."""
     cands = candidates(trials)
-    front = [t for t in cands if not any(_dominates(o, t) for o in cands if o is not t)]
+    front = [t for t in cands if not any(dominates(o, t) for o in cands if o is not t)]
     return sorted(front, key=lambda t: -t.values[0])
 
 
