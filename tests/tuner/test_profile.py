@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, get_args
 
@@ -20,6 +21,7 @@ from tuner.profile import (
     LlamaKeys,
     Profile,
     ProfileError,
+    ProfileWarning,
     SchemaError,
     Stat,
     check_model,
@@ -110,6 +112,44 @@ def _tamper(path: Path, edit: object) -> Path:
     return path
 
 
+def test_keys_a_newer_dm_tune_adds_outside_llama_are_skipped_with_one_warning(
+    profile_path: Path,
+) -> None:
+    # A copy of this loader vendored in the app must read a newer dm-tune's profile of the same
+    # version: those keys only describe (quick_digest and vram_source came that way).
+    def newer(d: dict[str, Any]) -> None:
+        d.update(colour="blue")
+        d["model"]["arch"] = "llama"
+        d["provenance"]["os"] = "Windows 11"
+        d["tiers"][0]["power_w"] = 40
+        d["tiers"][0]["measured"]["tok_per_joule"] = 2.0
+        d["tiers"][0]["measured"]["gen_tok_s"]["p90"] = 78.0
+
+    _tamper(profile_path, newer)
+    with pytest.warns(ProfileWarning) as caught:
+        profile = load_profile(profile_path)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert message.startswith(f"{profile_path}: skipped ") and "\n" not in message
+    for key in (
+        "colour",
+        "model.arch",
+        "provenance.os",
+        "tiers.0.power_w",
+        "tiers.0.measured.tok_per_joule",
+        "tiers.0.measured.gen_tok_s.p90",
+    ):
+        assert repr(key) in message
+    assert profile.tiers[0].measured is not None
+    assert profile.tiers[0].measured.gen_tok_s.median == 80
+
+
+def test_a_profile_with_only_known_keys_loads_without_a_warning(profile_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_profile(profile_path)
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -117,7 +157,6 @@ def _tamper(path: Path, edit: object) -> Path:
             lambda d: d["tiers"][0]["llama"].update(n_gpu_layer=33),
             "unknown key 'tiers.0.llama.n_gpu_layer'; remove it or fix its spelling",
         ),
-        (lambda d: d.update(colour="blue"), "unknown key 'colour'"),
         (lambda d: d["tiers"][0]["llama"].update(n_ctx="4096"), "'tiers.0.llama.n_ctx':"),
         (lambda d: d["tiers"][0]["llama"].update(n_ctx=4096.0), "'tiers.0.llama.n_ctx':"),
         (lambda d: d["tiers"][1]["llama"].update(use_mlock=1), "'tiers.1.llama.use_mlock':"),

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from tuner.errors import UserError
+from tuner.profile import ProfileWarning
 
 
 class _Group(TyperGroup):
-    """Turns a UserError from any command into `error: ...` on stderr and exit code 2."""
+    """Turns a UserError from any command into `error: ...` on stderr and exit code 2, and a
+    warning into one `warning: ...` line on stderr (not Python's file:line and source)."""
 
     def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line
+            warnings.simplefilter("default", ProfileWarning)  # a message to the user, not a bug
+            try:
+                return super().invoke(ctx)
+            except UserError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(exc.exit_code) from None
+
+
+def _one_line(message: Warning | str, *_: Any, **__: Any) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
 app = typer.Typer(

@@ -14,8 +14,12 @@ File format (YAML, `version: 2`; version 1 files are still read): the model it w
 (`provenance`), the conversation it was tuned for (`conversation`, version 2: the context floor
 and its token counts), which knobs change answers (`quality_affecting`), and `tiers` ordered by
 decreasing `min_vram_free_mb`, the last one always the CPU tier (`n_gpu_layers: 0`,
-`min_vram_free_mb: 0`). Unknown keys and wrong types are rejected: a typo such as `n_gpu_layer`
-must fail loudly, not silently fall back to llama.cpp's defaults. Types are strict: 4096.0 or
+`min_vram_free_mb: 0`). Unknown keys in a tier's `llama` and wrong types are rejected: a typo such
+as `n_gpu_layer` must fail loudly, not silently fall back to llama.cpp's defaults. Elsewhere the
+keys only describe the profile, and `load_profile` skips the ones it doesn't know with a
+ProfileWarning: a newer dm-tune may add such keys within a version (it added `quick_digest` and
+`vram_source`), and the app's copy of this file must still read its profiles. A change a reader
+can't skip (a new `llama` key, a new rule) comes with a new `version`. Types are strict: 4096.0 or
 "4096" is not an int, 1 is not a bool (llama.cpp would take them differently), and numbers are
 finite (a tier needing `.inf` MB would never be selected, `.nan` always).
 """
@@ -68,6 +72,10 @@ class Prefer(str, Enum):
 
 class ProfileError(ValueError):
     """The profile can't be used; the one-line message names the field or file and the fix."""
+
+
+class ProfileWarning(UserWarning):
+    """Keys of the profile this loader doesn't know and skipped (see the module docstring)."""
 
 
 class SchemaError(ProfileError):
@@ -628,10 +636,52 @@ def load_profile(path: Path | str) -> Profile:
             f"{path}: profile version {version!r} is not supported (this dm-tune reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))}); regenerate it with `dm-tune export`"
         )
+    skipped: list[str] = []
+    data = _skip_unknown(data, Profile, (), skipped)
     try:
-        return Profile.from_dict(data)
+        profile = Profile.from_dict(data)
     except SchemaError as exc:
         raise ProfileError(f"{path}: {exc}") from None
+    if skipped:
+        warnings.warn(
+            f"{path}: skipped {', '.join(repr(k) for k in skipped)}, unknown to this reader "
+            "(from a newer dm-tune, or misspelt); they only describe the profile. To read "
+            "them, update the copy of llm_profile.py",
+            ProfileWarning,
+            stacklevel=2,
+        )
+    return profile
+
+
+# The sections whose keys only describe the profile, and the sections inside them. A tier's
+# `llama` is not one: each of its keys goes to Llama(...), so an unknown one is an error there.
+_DESCRIBING: dict[type, dict[str, type]] = {
+    Profile: {"model": ModelRef, "provenance": Provenance, "conversation": Conversation},
+    Tier: {"measured": Measured},
+    Measured: {name: Stat for name in Measured._STATS},
+}
+
+
+def _skip_unknown(data: Any, cls: type, loc: _Loc, skipped: list[str]) -> Any:
+    """`data` without the keys that `cls`, a describing section, doesn't know (their paths
+    added to `skipped`); anything else is left for from_dict to judge."""
+    if not isinstance(data, Mapping):
+        return data
+    known = {f.name for f in dataclasses.fields(cls)}
+    inner = _DESCRIBING.get(cls, {})
+    out: dict[Any, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            skipped.append(".".join(str(p) for p in (*loc, key)))
+        elif cls is Profile and key == "tiers" and isinstance(value, list):
+            out[key] = [
+                _skip_unknown(t, Tier, (*loc, key, i), skipped) for i, t in enumerate(value)
+            ]
+        elif key in inner:
+            out[key] = _skip_unknown(value, inner[key], (*loc, key), skipped)
+        else:
+            out[key] = value
+    return out
 
 
 # -- the model file -------------------------------------------------------------------------------

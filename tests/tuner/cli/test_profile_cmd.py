@@ -45,6 +45,17 @@ def test_a_tampered_profile_is_one_error_line_and_exit_2(profile_path: Path) -> 
     assert "unknown key 'tiers.0.llama.n_gpu_layer'" in r.stderr
 
 
+def test_a_newer_profiles_describing_key_is_one_warning_line(profile_path: Path) -> None:
+    data = yaml.safe_load(profile_path.read_text(encoding="utf-8"))
+    data["tiers"][0]["measured"]["tok_per_joule"] = 2.0
+    profile_path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    r = runner.invoke(app, ["profile", "select", str(profile_path), "--free-vram", "0"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["tier"] == "cpu_fallback"
+    assert r.stderr.startswith("warning: ") and r.stderr.count("\n") == 1
+    assert "'tiers.0.measured.tok_per_joule'" in r.stderr
+
+
 def test_another_model_is_refused_unless_forced(profile_path: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.gguf"
     other.write_bytes(b"GGUF not the measured model")
