@@ -393,4 +393,7 @@ def test_to_dict_reads_back_to_the_same_profile(gpu_profile: Profile) -> None:
     data: dict[str, Any] = gpu_profile.to_dict()
     assert Profile.from_dict(data) == gpu_profile
     assert "quick_digest" not in data["model"] and "conversation" not in data
-    assert all("note" not in t and None not in t["llama"].values() for t in data["tiers"])
+    assert all(None not in t["llama"].values() for t in data["tiers"])
+    tiers = zip(data["tiers"], gpu_profile.tiers, strict=True)
+    notes = [("note" in t, bool(tier.note)) for t, tier in tiers]
+    assert all(kept == set_ for kept, set_ in notes) and (False, False) in notes  # empty: left out

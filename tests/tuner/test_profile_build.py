@@ -134,6 +134,17 @@ def test_a_gpu_tier_faster_or_quicker_than_the_cpu_tier_stays(make_trial: MakeTr
     assert [t.name for t in _build(trials).tiers] == ["performance", "balanced", "cpu_fallback"]
 
 
+def test_a_cpu_tier_that_took_vram_on_a_gpu_build_says_so(make_trial: MakeTrial) -> None:
+    # The 7B study's CPU-only trial on the H200's CUDA build peaked at 870 MB (CUDA context and
+    # a compute buffer): the tier needs no free VRAM to be chosen, but it is not VRAM-free.
+    trials = [make_trial(80, 200, 5000, 31, n_ctx=4096), make_trial(7, 10000, 870, 0, n_ctx=4096)]
+    cpu = _build(trials).tier("cpu_fallback")
+    assert cpu.min_vram_free_mb == 0 and cpu.vram_estimate == "CPU layers; 0.8 GB of VRAM"
+    assert "took 870 MB of VRAM" in cpu.note and "CUDA_VISIBLE_DEVICES" in cpu.note
+    cpu_build = _build([make_trial(7, 10000, None, 0, n_ctx=4096)], gpu=False).tiers[0]
+    assert cpu_build.vram_estimate == "CPU only" and cpu_build.note == ""
+
+
 def test_prefer_rule_is_applied_within_each_tier(make_trial: MakeTrial) -> None:
     trials = [make_trial(80, 400, 5000, 31), make_trial(60, 150, 5000, 31, n_batch=512)]
     assert _build(trials, prefer="throughput").tiers[0].measured.trial == 0  # type: ignore[union-attr]

@@ -185,12 +185,21 @@ def _cpu_tier(
     t: FrozenTrial, *, measured: bool, prefer: Prefer, cpu: str, source: str = ""
 ) -> Tier:
     m = _measured(t) if measured else None
+    vram_estimate = "CPU only"
     if m is not None:
         description = (
             f"best by the '{prefer}' rule on the CPU alone (trial {t.number}: "
             f"{m.gen_tok_s.median:.1f} tok/s, first token {m.ttft_ms.median:.0f} ms)"
         )
         note = ""
+        if m.vram_mb:  # a GPU build: llama.cpp still opens the GPU
+            vram_estimate = f"CPU layers; {_gb(m.vram_mb)} of VRAM"
+            note = (
+                f"no layer on the GPU, yet this build took {m.vram_mb:.0f} MB of VRAM (llama.cpp "
+                "opens every visible GPU: its CUDA context, and a buffer for prompt batches it "
+                "sends there); on a card with less free, hide the GPU (CUDA_VISIBLE_DEVICES set "
+                "to an empty value before llama_cpp is imported) or use a CPU build"
+            )
     else:
         description = f"the {source} tier's settings with every layer on the CPU"
         note = (
@@ -204,7 +213,7 @@ def _cpu_tier(
         llama=_llama_keys(t, cpu=True),
         measured=m,
         description=description,
-        vram_estimate="CPU only",
+        vram_estimate=vram_estimate,
         speed_estimate=f"~{m.gen_tok_s.median:.0f} tok/s" if m else "not measured",
         recommended_for=f"{cpu}; no NVIDIA GPU, or too little free VRAM for the GPU tiers",
         note=note,
