@@ -11,6 +11,7 @@ from report_study import BUDGET, RECORDED, make_study, recorded_copy
 
 from tuner.report import report_data, trial_rows
 from tuner.report._data import BELOW_FLOOR, FEASIBLE, OVER_BUDGET, PRUNED, trial_points
+from tuner.report._html import _layers
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +73,20 @@ def test_too_few_trials_and_a_cpu_study_say_what_is_missing(tmp_path: Path) -> N
     assert d.bandwidth.share is None and d.bandwidth.note.startswith("n/a: a CPU study")
     assert any("importances" in m for m in d.missing["importance"])
     assert "vram" in d.missing and "layers" in d.missing
+
+
+def test_a_cpu_study_has_no_empty_layers_chart(tmp_path: Path) -> None:
+    url = recorded_copy("cpu-demo-3.db", tmp_path)
+    (name,) = optuna.get_all_study_names(url)
+    d = report_data(optuna.load_study(study_name=name, storage=url), storage=url)
+    assert {p.n_gpu_layers for p in d.points} == {0} and "layers" in d.missing
+    layers = _layers(d)  # every point at 0 layers, none with VRAM: a line saying why
+    assert "Plotly" not in layers and "not in this study: measured VRAM" in layers
+
+
+def test_a_gpu_study_keeps_its_layers_chart(tmp_path: Path) -> None:
+    study, url = make_study(tmp_path)
+    assert "Plotly" in _layers(report_data(study, storage=url))
 
 
 def test_trial_rows_one_per_trial_and_confirmation(tmp_path: Path) -> None:

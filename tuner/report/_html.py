@@ -464,8 +464,11 @@ def _tradeoff(d: ReportData) -> str:
 
 
 def _layers(d: ReportData) -> str:
-    out = _div(layers_figure(d)) if d.points else ""
-    out += _missing(d, "vram")
+    """The layers chart where it shows something: layer counts that vary, or VRAM readings
+    (a CPU study has neither: every point at 0 layers, no colour); then what is missing."""
+    varied = len({p.n_gpu_layers for p in d.points}) > 1
+    out = _div(layers_figure(d)) if d.points and (varied or "layers" not in d.missing) else ""
+    out += _missing(d, "layers") + _missing(d, "vram")
     if d.vram_pairs:
         out += _div(vram_figure(d))
     return out
