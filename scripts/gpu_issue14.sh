@@ -9,17 +9,22 @@
 #          the cores as the workers ran (scripts/gpu_agree.py plan, then scripts/anchors.py
 #          measure x2, 3 fresh processes per setting, then gpu_agree.py compare)
 # STEPS (env) picks and orders the steps; every step logs its start, end, exit status and wall.
+# Without GPUs (issue 14's fallback: two CPU workers on separate cores), NO_GPU=1 runs step two
+# through scripts/cpu_workers.py (NVML's list given), and MODEL names the GGUF:
+#   NO_GPU=1 MODEL=~/.cache/dm-tune/models/SmolLM2-135M-Instruct.Q4_1.gguf TRIALS=30 \
+#     W=/tmp/cpu14 bash scripts/gpu_issue14.sh
 set -uo pipefail
 W=${W:-/tmp/gpu}; R=$W/r; mkdir -p "$R"
 TL=$R/timeline.txt
 STEPS=${STEPS:-"two one agree"}
-M7=$W/mistral-7b-shape.Q4_0.gguf
+M7=${MODEL:-$W/mistral-7b-shape.Q4_0.gguf}
+DMRUN=(python3 -m tuner.cli run)
 T0=${T0:-$(date +%s)}
 at() { echo "+$(( $(date +%s) - T0 )) s: $*" | tee -a "$TL"; }
 run() {  # NAME [ARGS...]: a 50-trial study NAME, its wall time in the timeline
   local name=$1; shift
   local t=$(date +%s)
-  timeout 1500 python3 -m tuner.cli run --model "$M7" --trials "${TRIALS:-50}" --vram-budget 6GB \
+  timeout 1500 "${DMRUN[@]}" --model "$M7" --trials "${TRIALS:-50}" --vram-budget 6GB \
     --storage "sqlite:///$R/$name.db" --study "$name" --seed 0 --no-export "$@" > "$R/$name.log" 2>&1
   local rc=$?
   echo "exit $rc, wall $(( $(date +%s) - t )) s" | tee -a "$R/$name.log"
@@ -46,7 +51,9 @@ agree() {
 for s in $STEPS; do
   at "step $s starts"
   case $s in
-    two) run two --gpus 0,1 ;;
+    two) if [ -n "${NO_GPU:-}" ]; then
+           DMRUN=(python3 scripts/cpu_workers.py); run two; DMRUN=(python3 -m tuner.cli run)
+         else run two --gpus 0,1; fi ;;
     one) CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=0 run one ;;
     agree) agree ;;
     *) echo "unknown step $s" ;;

@@ -8,7 +8,6 @@ the three fill the study together: `--trials` is the study's total (tuner/study/
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -103,12 +102,8 @@ def test_three_runs_at_once_fill_the_study_to_its_total_once(
         assert len(trials) == TOTAL  # nothing enqueued twice, nothing surplus
 
 
-GPUS_PARENT = """
-import json, sys
-from tuner.study import run_on_gpus
 # no GPU here: NVML's list is given; the workers are the real `dm-tune run`
-sys.exit(run_on_gpus("0,1", json.loads(sys.argv[1]), present=[0, 1]))
-"""
+GPUS_PARENT = ROOT / "scripts" / "cpu_workers.py"
 
 
 def test_killing_dm_tune_run_gpus_stops_its_real_workers_cleanly(
@@ -128,7 +123,7 @@ def test_killing_dm_tune_run_gpus_stops_its_real_workers_cleanly(
     args += ["--trials", "100", "--no-export", "--no-baselines", "--seed", "1"]
     log = (tmp_path / "parent.log").open("w")
     parent = subprocess.Popen(
-        [sys.executable, "-c", GPUS_PARENT, json.dumps(args)],
+        [sys.executable, str(GPUS_PARENT), *args],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
