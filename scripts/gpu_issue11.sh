@@ -10,7 +10,8 @@
 #   anchors-<model>  scripts/anchors.py: fit's choice, Ollama's rule, the app's profiles and a sweep
 #                    measured side by side with dm-tune's default tier (medians of 3 processes)
 #   cpu-tier-<model> the <model>-free profile's CPU tier as exported, with op offload off, and
-#                    with no GPU device (scripts/cpu_tier.py): what a GPU-free last tier costs
+#                    with no GPU device (scripts/cpu_tier.py): what a GPU-free last tier costs;
+#                    then all three with the GPU hidden (CUDA_VISIBLE_DEVICES empty)
 # STEPS (env) picks and orders the steps; every step logs its start, end and exit status.
 set -uo pipefail
 W=${W:-/tmp/gpu}; R=$W/r; mkdir -p "$R"
@@ -99,7 +100,11 @@ cpu_tier() {
     > "$R/cpu-tier-$m.log" 2>&1 || return 1
   python3 scripts/anchors.py measure --plan "$plan" --model "${MODELS[$m]}" \
     --storage "sqlite:///$R/$m-free.db" --study "$m-free" --spec-attr confirm_spec --runs 3 \
-    --out "$R/cpu-tier-$m-results.json" >> "$R/cpu-tier-$m.log" 2>&1
+    --out "$R/cpu-tier-$m-results.json" >> "$R/cpu-tier-$m.log" 2>&1 || return 1
+  # the same with the GPU hidden from the process: no CUDA context at all (docs/benchmarks/fit.md)
+  CUDA_VISIBLE_DEVICES= python3 scripts/anchors.py measure --plan "$plan" --model "${MODELS[$m]}" \
+    --storage "sqlite:///$R/$m-free.db" --study "$m-free" --spec-attr confirm_spec --runs 3 \
+    --out "$R/cpu-tier-$m-hidden-results.json" >> "$R/cpu-tier-$m.log" 2>&1
 }
 
 for s in $STEPS; do
