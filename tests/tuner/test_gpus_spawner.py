@@ -16,7 +16,7 @@ import pytest
 from tuner.errors import UserError
 from tuner.machine import measured_resources
 from tuner.study import Worker, parse_gpus, plan_workers, run_on_gpus, run_workers
-from tuner.study._workers import format_cores, split_cores, worker_argv
+from tuner.study._workers import format_cores, sampler_seed, split_cores, worker_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 STAND_IN = [sys.executable, str(ROOT / "tests" / "stand_ins" / "gpu_worker.py")]
@@ -133,6 +133,22 @@ def test_a_worker_locks_its_cores_and_gpu_not_the_whole_cpu(
     assert measured_resources([0, 1]) == ["cpu2-3", "gpu1"]
     monkeypatch.setenv("DM_TUNE_WORKER_CORES", "")  # macOS: not pinned, the parent holds cpu
     assert measured_resources([0, 1]) == ["gpu1"]
+
+
+def test_workers_given_one_seed_each_sample_with_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found measuring two CPU workers with --seed 0: both drew the same random settings at the
+    # same time (trials 3 and 4, 7 and 8...), each measured twice.
+    monkeypatch.delenv("DM_TUNE_WORKER_SEED_OFFSET", raising=False)
+    assert sampler_seed(5) == 5 and sampler_seed(None) is None  # a plain run: as given
+    seeds = set()
+    for w in (Worker(0, (0,)), Worker(1, (1,)), Worker(3, (2,))):
+        for key, value in w.env().items():
+            monkeypatch.setenv(key, value)
+        seeds.add(sampler_seed(5))
+    assert seeds == {5, 6, 8}
+    assert sampler_seed(None) is None
 
 
 def test_run_on_gpus_holds_the_whole_cpu_lock_for_its_workers(tmp_path: Path) -> None:

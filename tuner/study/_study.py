@@ -62,6 +62,7 @@ from tuner.study._trial_record import (
     record_unmeasured,
     record_watch,
 )
+from tuner.study._workers import sampler_seed
 from tuner.vram import VramGuard, VramPrediction, unmeasured_reason, with_vram_reading
 
 STARTUP_TRIALS = 10  # TPE samples at random until the study holds this many trials
@@ -160,7 +161,7 @@ def open_study(ctx: Context, echo: Echo) -> optuna.Study:
     beat = heartbeat()
     storage = open_storage(ctx.storage, beat, on_stale=partial(_on_stale, grace_s=beat.grace_s))
     sampler = optuna.samplers.TPESampler(
-        seed=ctx.settings.seed, multivariate=True, n_startup_trials=STARTUP_TRIALS
+        seed=sampler_seed(ctx.settings.seed), multivariate=True, n_startup_trials=STARTUP_TRIALS
     )
     study = optuna.create_study(
         storage=storage,

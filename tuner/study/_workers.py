@@ -6,6 +6,7 @@ of the cores, named in `DM_TUNE_WORKER_CORES` so the trial records it and the me
 lock takes those cores instead of the whole CPU. macOS has no affinity: the workers share all
 cores, and the run says so. The parent prefixes each line with `[gpuN]`, forwards Ctrl-C and
 SIGTERM, and exits with the worst exit code (the first failure's, when it stopped the others).
+With `--seed`, each worker's sampler seed is offset by its GPU index (`sampler_seed`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from tuner.machine import measurement_lock
 from tuner.study._lifeline import parent_env
 
 _POLL_S = 0.05
+# Added to --seed in a worker: workers sharing one seed would draw the same random settings at
+# the same time while the sampler is still random, and measure each twice.
+SEED_OFFSET_ENV = "DM_TUNE_WORKER_SEED_OFFSET"
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,16 @@ class Worker:
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CUDA_VISIBLE_DEVICES": str(self.gpu),
             CORES_ENV: format_cores(self.cores),
+            SEED_OFFSET_ENV: str(self.gpu),  # unique among one run's workers
         }
+
+
+def sampler_seed(seed: int | None) -> int | None:
+    """The sampler's seed in this process: `--seed` as given, plus the worker's offset when
+    `dm-tune run --gpus` started it (each worker then draws its own settings; the run stays
+    reproducible as far as parallel trials allow)."""
+    offset = os.environ.get(SEED_OFFSET_ENV, "")
+    return None if seed is None else seed + (int(offset) if offset.isdigit() else 0)
 
 
 def parse_gpus(text: str, present: Sequence[int]) -> list[int]:
