@@ -7,17 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import optuna
 import psutil
 import pytest
 
 import tuner.bench.anchors as anchors
 from objectives.launch import ChildResult, ColdLauncher, TrialSpec
-from objectives.workload import Workload
 from tuner.bench.make_gguf import write_llama_gguf
 from tuner.errors import UserError
 from tuner.vram import read_gguf
-from tuner.yaml_io import load_model
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PROFILE = ROOT / "docs" / "benchmarks" / "data" / "cpu-demo-profile-3.yaml"  # demo, n_ctx 4096
@@ -237,11 +234,9 @@ def test_cli_errors_are_one_line(
 # --- measure: real llama.cpp children on the CPU ----
 @pytest.mark.slow
 def test_measure_two_settings_interleaved(
-    tmp_path: Path, demo_model: Path, quick_workload: Path
+    tmp_path: Path, demo_model: Path, workload_study: str
 ) -> None:
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name="demo", directions=["maximize"] * 2)
-    study.set_user_attr("workload_spec", load_model(quick_workload, Workload).spec())
+    storage = workload_study
     settings = [
         {"name": "a", "group": "dm-tune", "note": "", "below_floor": False,
          "llama": {"n_gpu_layers": 0, "n_ctx": 512, "n_batch": 64, "n_threads": 1}},

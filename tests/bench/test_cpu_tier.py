@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import optuna
 import pytest
 
 import tuner.bench.anchors as anchors
-from objectives.workload import Workload
 from tuner.bench.cpu_tier import VARIANTS, cpu_tier_plan, main
-from tuner.yaml_io import load_model
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 GPU_PROFILE = (
@@ -52,11 +49,9 @@ def test_a_profile_that_is_not_one_is_one_line(
 
 @pytest.mark.slow
 def test_every_variant_loads_and_answers_on_the_cpu(
-    tmp_path: Path, demo_model: Path, quick_workload: Path
+    tmp_path: Path, demo_model: Path, workload_study: str
 ) -> None:
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(storage=storage, study_name="demo", directions=["maximize"] * 2)
-    study.set_user_attr("workload_spec", load_model(quick_workload, Workload).spec())
+    storage = workload_study
     plan_path, out = tmp_path / "plan.json", tmp_path / "results.json"
     args = ["plan", "--profile", str(CPU_PROFILE), "--model", str(demo_model)]
     assert main([*args, "--out", str(plan_path)]) == 0
