@@ -313,6 +313,16 @@ def test_table_from_recorded_results(tmp_path: Path) -> None:
     assert "| tok/s vs fit+app |" in md
 
 
+def test_a_table_of_a_plan_without_free_vram_or_floor(tmp_path: Path) -> None:
+    # gpu_agree.py and cpu_tier.py plans carry their settings only (it raised KeyError)
+    res = anchors.load_results(RECORDED)
+    for key in ("free_mib", "total_mib", "floor"):
+        res["plan"].pop(key, None)
+    md = anchors.render(res, None)
+    assert "Free VRAM" not in md and "context floor" not in md
+    assert "fresh process(es) per setting" in md and "| dm-tune |" in md
+
+
 def test_targets_met_not_met_and_unmeasured() -> None:
     def row(name: str, group: str, tok: float | None, ttft: float | None, status: str) -> Any:
         stat = {"median": tok, "min": tok, "max": tok}

@@ -760,6 +760,17 @@ def _f(x: float | None, fmt: str = "{:.1f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def _room(plan: dict[str, Any]) -> str:
+    """The free VRAM and context floor the plan was made for, where it says (a plan from
+    `gpu_agree.py plan` or `cpu_tier.py plan` carries its settings only)."""
+    out = ""
+    if plan.get("free_mib") is not None:
+        out += f"Free VRAM {plan['free_mib']:.0f} MiB of {plan['total_mib']:.0f}, "
+    if plan.get("floor") is not None:
+        out += f"context floor {plan['floor']}, "
+    return out
+
+
 def render(results: dict[str, Any], study_wall_s: float | None) -> str:
     rows, tg = table_rows(results), targets(table_rows(results))
     m = results["model"]
@@ -767,8 +778,7 @@ def render(results: dict[str, Any], study_wall_s: float | None) -> str:
     lines = [
         f"### {m['file']} ({m['size_bytes'] / 1e9:.2f} GB)",
         "",
-        f"Free VRAM {plan['free_mib']:.0f} MiB of {plan['total_mib']:.0f}, context floor "
-        f"{plan['floor']}, {results['runs_per_setting']} fresh process(es) per setting, "
+        _room(plan) + f"{results['runs_per_setting']} fresh process(es) per setting, "
         "interleaved; tok/s median [min-max]."
         + (f" dm-tune study wall time: {study_wall_s:.0f} s." if study_wall_s else "")
         + (f" Stopped early: {results['stopped']}." if results.get("stopped") else ""),
