@@ -58,16 +58,25 @@ def _fits(p: Point, vram: float | None) -> bool:
     return p.vram_mb <= vram * VRAM_SLACK_FACTOR + VRAM_SLACK_MB
 
 
+def comparable(pts: list[Point], vram_mb: float | None) -> list[Point]:
+    """The points a trial peaking at `vram_mb` so far is judged against (none before the study
+    has MIN_POINTS)."""
+    return [p for p in pts if _fits(p, vram_mb)] if len(pts) >= MIN_POINTS else []
+
+
+def prompt_limit_s(cmp: list[Point], factor: float = PROMPT_FACTOR) -> tuple[float, Point]:
+    """How long a first answer may go without its first token, and the point that sets it."""
+    best = min(cmp, key=lambda p: p.ttft_ms)
+    return max(PROMPT_FLOOR_S, factor * best.ttft_ms / 1000), best
+
+
 def decide(w: Watch, pts: list[Point]) -> str | None:
     """The reason to stop this trial now, or None to let it run."""
-    if len(pts) < MIN_POINTS:
-        return None
-    cmp = [p for p in pts if _fits(p, w.vram_mb)]
+    cmp = comparable(pts, w.vram_mb)
     if not cmp:
         return None
     if w.ttft_s is None:
-        best = min(cmp, key=lambda p: p.ttft_ms)
-        limit = max(PROMPT_FLOOR_S, PROMPT_FACTOR * best.ttft_ms / 1000)
+        limit, best = prompt_limit_s(cmp)
         if w.elapsed_s > limit:
             return (
                 f"no first token after {w.elapsed_s:.0f} s; trial {best.trial} "
