@@ -159,3 +159,36 @@ def _running(storage: str) -> list[int]:
     except KeyError:
         return []
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
+def test_gpus_confirms_and_exports_once_after_every_worker(
+    demo_model: Path, quick_workload: Path, small_space: Path, tmp_path: Path
+) -> None:
+    """Two real workers fill the study without exporting; then one run on the first GPU and
+    all their cores prints the summary, confirms the top candidates once and writes the one
+    profile (each worker used to confirm and export as it finished, over the other's)."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = ["--model", str(demo_model), "--workload", str(quick_workload)]
+    args += ["--search-space", str(small_space), "--storage", storage, "--study", STUDY]
+    args += ["--trials", "4", "--no-baselines", "--seed", "1", "--confirm", "2"]
+    args += ["--confirm-runs", "1", "--profile-dir", str(tmp_path / "profiles")]
+    r = subprocess.run(
+        [sys.executable, str(GPUS_PARENT), *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=600,
+    )
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    before, _, after = out.partition("All workers done.")
+    assert after, out
+    assert "Confirming the top" not in before and "Profile written" not in before
+    assert after.count("Confirming the top 2 candidates") == 1
+    assert after.count("Profile written") == 1
+    assert "already has 4 trials" in after  # the last run measures nothing more
+    assert len(list((tmp_path / "profiles").glob("*.yaml"))) == 1
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    assert len(counted_trials(study.get_trials())) == 4
+    assert study.user_attrs.get("confirmed")

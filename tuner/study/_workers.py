@@ -6,6 +6,7 @@ of the cores, named in `DM_TUNE_WORKER_CORES` so the trial records it and the me
 lock takes those cores instead of the whole CPU. macOS has no affinity: the workers share all
 cores, and the run says so. The parent prefixes each line with `[gpuN]`, forwards Ctrl-C and
 SIGTERM, and exits with the worst exit code (the first failure's, when it stopped the others).
+The workers don't export; once all are done, one more run (`finisher`) confirms and exports.
 With `--seed`, each worker's sampler seed is offset by its GPU index (`sampler_seed`).
 """
 
@@ -308,4 +309,24 @@ def run_on_gpus(
         echo(f"worker gpu{w.gpu}: CUDA_VISIBLE_DEVICES={w.gpu}, CPU cores {cores}")
     label = "workers on GPUs " + ",".join(str(g) for g in gpus)
     with measurement_lock("dm-tune run", label, wait=wait, echo=echo, resources=["cpu"]):
-        return run_workers(workers, command or worker_command(run_args), out=echo)
+        code = run_workers(workers, command or worker_command([*run_args, NO_EXPORT]), out=echo)
+        if code != 0:
+            return code
+        last = finisher(workers)
+        echo(
+            f"All workers done. The study's summary, confirmation and export, once: on GPU "
+            f"{last.gpu}, CPU cores {format_cores(last.cores) or 'all'}"
+        )
+        return run_workers([last], command or worker_command(run_args), out=echo)
+
+
+NO_EXPORT = "--no-export"
+
+
+def finisher(workers: Sequence[Worker]) -> Worker:
+    """Where `--gpus` ends, once every worker is done: the same `dm-tune run` on the first
+    worker's GPU and all of their cores finds the study full, prints its summary, confirms the
+    top candidates and exports the profile, once. The workers run with --no-export: each would
+    confirm and export as it finished, the first before the others' last trials were in, two at
+    once re-measuring the same candidates and writing one profile over the other."""
+    return Worker(workers[0].gpu, tuple(sorted({c for w in workers for c in w.cores})))
