@@ -185,6 +185,8 @@ def test_gpus_confirms_and_exports_once_after_every_worker(
     before, _, after = out.partition("All workers done.")
     assert after, out
     assert "Confirming the top" not in before and "Profile written" not in before
+    assert "Pareto front" not in before and "Inspect:" not in before  # the workers' share
+    assert after.count("Pareto front") == 1 and "Inspect: dm-tune report" in after
     assert after.count("Confirming the top 2 candidates") == 1
     assert after.count("Profile written") == 1
     assert "already has 4 trials" in after  # the last run measures nothing more

@@ -145,7 +145,10 @@ def run(
     if summary.interrupted:
         raise typer.Exit(summary.exit_code or 130)
     from tuner.cli._inspect_hint import inspect_commands
+    from tuner.study import trials_only
 
+    if trials_only():  # a --gpus worker: the run after the workers prints these
+        return
     for line in inspect_commands(summary.storage, summary.study_name):
         typer.echo(f"Inspect: {line}")
 

@@ -60,7 +60,14 @@ from tuner.study._trial_record import (
     vram_predicted_mb,
 )
 from tuner.study._tune import tune
-from tuner.study._workers import Worker, parse_gpus, plan_workers, run_on_gpus, run_workers
+from tuner.study._workers import (
+    Worker,
+    parse_gpus,
+    plan_workers,
+    run_on_gpus,
+    run_workers,
+    trials_only,
+)
 
 __all__ = [
     "CONSTRAINT_KEY",
@@ -124,6 +131,7 @@ __all__ = [
     "storage_failure",
     "termination_as_interrupt",
     "top_candidates",
+    "trials_only",
     "tune",
     "vram_predicted_mb",
 ]

@@ -15,6 +15,7 @@ from tuner.study._share import counted_trials
 from tuner.study._storage import display_url
 from tuner.study._study import run_study
 from tuner.study._summary import render_summary
+from tuner.study._workers import trials_only
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ def _study_and_export(
         return TuneSummary(
             ctx.study_name, settings.storage, result.ran, len(trials), True, None, result.exit_code
         )
-    echo(render_summary(trials, settings.prefer, ctx.floor))
+    if not trials_only():
+        echo(render_summary(trials, settings.prefer, ctx.floor))
     profile = None
     if settings.export:
         from tuner.profile.export import export_profile

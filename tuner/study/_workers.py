@@ -35,14 +35,17 @@ _POLL_S = 0.05
 # Added to --seed in a worker: workers sharing one seed would draw the same random settings at
 # the same time while the sampler is still random, and measure each twice.
 SEED_OFFSET_ENV = "DM_TUNE_WORKER_SEED_OFFSET"
+# "1" in a worker that runs trials only: the study's summary is the last run's (`finisher`)
+TRIALS_ONLY_ENV = "DM_TUNE_WORKER_TRIALS_ONLY"
 
 
 @dataclass(frozen=True)
 class Worker:
-    """One worker's share of the machine."""
+    """One worker's share of the machine; `last`: the run after the workers (`finisher`)."""
 
     gpu: int
     cores: tuple[int, ...]  # empty: not pinned (macOS)
+    last: bool = False
 
     @property
     def tag(self) -> str:
@@ -54,7 +57,14 @@ class Worker:
             "CUDA_VISIBLE_DEVICES": str(self.gpu),
             CORES_ENV: format_cores(self.cores),
             SEED_OFFSET_ENV: str(self.gpu),  # unique among one run's workers
+            TRIALS_ONLY_ENV: "" if self.last else "1",
         }
+
+
+def trials_only() -> bool:
+    """Whether this `dm-tune run` is a --gpus worker that leaves the study's summary (and the
+    hints after it) to the run after the workers, which sees the whole study."""
+    return os.environ.get(TRIALS_ONLY_ENV) == "1"
 
 
 def sampler_seed(seed: int | None) -> int | None:
@@ -329,4 +339,4 @@ def finisher(workers: Sequence[Worker]) -> Worker:
     top candidates and exports the profile, once. The workers run with --no-export: each would
     confirm and export as it finished, the first before the others' last trials were in, two at
     once re-measuring the same candidates and writing one profile over the other."""
-    return Worker(workers[0].gpu, tuple(sorted({c for w in workers for c in w.cores})))
+    return Worker(workers[0].gpu, tuple(sorted({c for w in workers for c in w.cores})), True)
