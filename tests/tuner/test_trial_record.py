@@ -243,6 +243,27 @@ def test_an_interrupted_trial_is_failed_and_retried_under_its_name(tmp_path: Pat
     )
 
 
+def test_a_baseline_stopped_before_all_its_settings_were_asked_is_retried_whole(
+    tmp_path: Path,
+) -> None:
+    # A worker killed between two suggest calls leaves only the first in `params` (seen under
+    # load in the PostgreSQL kill test): its retry must still be the baseline's settings.
+    study = _sqlite_study(tmp_path)
+    enqueue(study, {"n_gpu_layers": 4, "n_ctx": 2048}, {"baseline": "balanced"}, app_n_ctx=2048)
+    trial = study.ask()
+    trial.suggest_int("n_gpu_layers", 0, 32)  # killed here, before n_ctx
+    running = study.trials[0]
+    assert running.params == {"n_gpu_layers": 4}
+    assert mark_interrupted(study, running, "killed")
+    enqueue_retry(study, study.trials[0], "killed")
+    retry = study.ask()
+    got = (
+        retry.suggest_int("n_gpu_layers", 0, 32),
+        retry.suggest_int("n_ctx", 256, 32768),
+    )
+    assert got == (4, 2048)  # not a random n_ctx
+
+
 def test_constraints_of_a_copy_change_and_storage_does_not() -> None:
     study = optuna.create_study(directions=DIRECTIONS)
 

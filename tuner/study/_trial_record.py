@@ -240,7 +240,10 @@ def enqueue_retry(study: optuna.Study, t: FrozenTrial, note: str | None = None) 
     """Run `t`'s settings again, under its name (an interrupted or stale trial)."""
     r = TrialRecord.from_frozen(t)
     role = {} if r.role[0] == "sampled" else dict([r.role])
-    enqueue(study, t.params, role, app_n_ctx=r.app_n_ctx, retry_of=t.number, retry_reason=note)
+    # an enqueued trial stopped before all its settings were asked for holds only some in
+    # `params`: the rest are in Optuna's `fixed_params` (a baseline keeps its own settings)
+    params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+    enqueue(study, params, role, app_n_ctx=r.app_n_ctx, retry_of=t.number, retry_reason=note)
 
 
 def mark_interrupted(study: optuna.Study, t: FrozenTrial, reason: str) -> bool:
