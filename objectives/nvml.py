@@ -158,7 +158,7 @@ class GpuReading:
     power_w_max: float | None = None
     device_used_mb: float | None = None
     device_total_mb: float | None = None
-    sysmem_fallback: bool = False
+    sysmem_fallback: bool | None = None  # None: no reading, so nothing to say
 
 
 def sysmem_fallback_possible(platform: str | None = None) -> bool:

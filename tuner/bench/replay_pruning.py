@@ -57,12 +57,6 @@ def _before_answer_s(r: TrialRecord) -> float:
     return sum(float(x) for x in parts if x is not None)
 
 
-def _duration_s(t: FrozenTrial) -> float:
-    if t.datetime_start is None or t.datetime_complete is None:
-        return 0.0
-    return (t.datetime_complete - t.datetime_start).total_seconds()
-
-
 def replay(trials: Sequence[FrozenTrial], factor: float, study: str = "") -> Replay:
     """The rule with `factor` over `trials` (one study's, as recorded)."""
     front = {t.number for t in pareto_front(trials)}
@@ -82,7 +76,8 @@ def replay(trials: Sequence[FrozenTrial], factor: float, study: str = "") -> Rep
             limit = prompt_limit_s(cmp, factor)[0] if cmp else None
             if limit is not None and m["ttft_ms"] / 1000 > limit:
                 newly.append(t.number)
-                saved += max(0.0, _duration_s(t) - _before_answer_s(r) - limit)
+                ran_s = t.duration.total_seconds() if t.duration else 0.0
+                saved += max(0.0, ran_s - _before_answer_s(r) - limit)
         if r.status == "ok" and t.state == TrialState.COMPLETE and is_feasible(t):
             point = Point(t.number, m.get("vram_mb"), m["gen_tok_s"], m["ttft_ms"])
             done.append((t.datetime_complete or _start(t), point))
@@ -118,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     try:
         rows = []
-        for db in a.databases:
-            if not db.is_file():
-                raise UserError(f"{db}: no such study file")
+        for db in a.databases:  # a missing or foreign file: load_existing_study says so
             s = load_existing_study(f"sqlite:///{db}", None)
             trials = s.get_trials(deepcopy=False)
             rows += [replay(trials, f, s.study_name) for f in a.factors]

@@ -325,7 +325,7 @@ def record_child(trial: optuna.Trial, res: ChildResult) -> None:
     if res.metrics is not None:
         trial.set_user_attr("metrics", res.metrics.to_dict())
     gpu = {k: v for k, v in asdict(res.gpu).items() if v is not None}
-    if set(gpu) - {"sysmem_fallback"}:  # a reading, not only what the driver could do
+    if gpu:
         trial.set_user_attr("gpu", gpu)
     if res.status not in ("ok", "pruned"):
         trial.set_user_attr("returncode", res.returncode)
